@@ -1,0 +1,1 @@
+"""bbsync: keeps a Backstage catalog in step with Bitbucket Cloud."""

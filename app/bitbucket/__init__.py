@@ -1,0 +1,1 @@
+"""Bitbucket Cloud: the HTTP client, its credentials, the shared rate budget, payload schemas."""

@@ -1,0 +1,159 @@
+"""The one shared rate budget per Bitbucket credential, kept in Redis.
+
+Bitbucket counts calls in a rolling one-hour window per credential. Every bbsync process on
+every machine takes a slot here before each call, so together they never pass the limit.
+The window is a moving-window log kept by the `limits` library (its Redis storage runs the
+check-and-take as one Lua script, atomic across processes); we call its storage directly so
+that two ceilings share one log: webhook-driven work may use the whole limit, backfill stops
+short of it by the reserve.
+
+A 429 from Bitbucket pauses the budget for everyone: until `Retry-After` when Bitbucket sends
+one, otherwise until the oldest call in our window ages out. Callers that find no budget get
+`BudgetExhausted`/`BudgetPaused` carrying `retry_after`; they never sleep here.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+from limits.storage import RedisStorage
+
+from app.bitbucket.errors import BudgetExhausted, BudgetPaused
+
+KEY_PREFIX = "bbsync"
+
+
+class Priority(enum.StrEnum):
+    WEBHOOK = "webhook"  # may spend the reserve: a user is waiting for this change
+    BACKFILL = "backfill"  # reconciliation and full syncs: stops short of the reserve
+
+
+@dataclass(frozen=True)
+class BudgetSnapshot:
+    """The budget as every process sees it now."""
+
+    limit: int
+    reserve: int
+    used: int
+    remaining: int
+    backfill_remaining: int
+    window_seconds: int
+    frees_at: datetime | None  # when the oldest call in the window ages out
+    paused_until: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("frees_at", "paused_until"):
+            value = data[key]
+            data[key] = value.isoformat() if value else None
+        return data
+
+
+class RateBudget:
+    """Take slots from the shared window before calling Bitbucket with one credential."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        credential_fingerprint: str,
+        limit: int,
+        window_seconds: int = 3600,
+        reserve: int = 0,
+        redis_client: redis.Redis | None = None,
+    ) -> None:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        if not 0 <= reserve < limit:
+            raise ValueError("reserve must be at least 0 and below the limit")
+        self.limit = limit
+        self.reserve = reserve
+        self.window_seconds = window_seconds
+        self.redis = redis_client or redis.Redis.from_url(redis_url)
+        self._storage = RedisStorage(
+            redis_url, connection_pool=self.redis.connection_pool, key_prefix=KEY_PREFIX
+        )
+        self._window_key = f"budget/{credential_fingerprint}"
+        self._pause_key = f"{KEY_PREFIX}:budget-paused/{credential_fingerprint}"
+
+    def ceiling(self, priority: Priority) -> int:
+        return self.limit if priority is Priority.WEBHOOK else self.limit - self.reserve
+
+    def acquire(self, priority: Priority = Priority.BACKFILL, cost: int = 1) -> None:
+        """Take `cost` slots or raise `BudgetPaused` / `BudgetExhausted` with `retry_after`."""
+        paused_for = self.paused_for()
+        if paused_for > 0:
+            raise BudgetPaused(
+                f"Bitbucket rate limit hit; all calls paused for {paused_for:.0f}s",
+                retry_after=paused_for,
+            )
+        ceiling = self.ceiling(priority)
+        if self._storage.acquire_entry(self._window_key, ceiling, self.window_seconds, cost):
+            return
+        # The slot that frees first for this ceiling is the ceiling-th newest call.
+        oldest, count = self._storage.get_moving_window(
+            self._window_key, ceiling, self.window_seconds
+        )
+        retry_after = max(1.0, oldest + self.window_seconds - time.time()) if count else 1.0
+        raise BudgetExhausted(
+            f"{priority.value} budget used up ({count}/{ceiling} calls in the window); "
+            f"frees in {retry_after:.0f}s",
+            retry_after=retry_after,
+        )
+
+    def paused_for(self) -> float:
+        """Seconds left of a 429 pause (0 when not paused)."""
+        raw = cast(bytes | None, self.redis.get(self._pause_key))
+        if raw is None:
+            return 0.0
+        return max(0.0, float(raw) - time.time())
+
+    def pause(self, retry_after: float | None = None) -> float:
+        """Pause every process after a 429; returns the pause in seconds.
+
+        With no `Retry-After`, wait until the window frees: the oldest call we made in the
+        last window ages out (a whole window when we made none, e.g. another tool spent it).
+        """
+        now = time.time()
+        if retry_after is not None and retry_after >= 0:
+            until = now + retry_after
+        else:
+            oldest, count = self._storage.get_moving_window(
+                self._window_key, self.limit, self.window_seconds
+            )
+            until = oldest + self.window_seconds if count else now + self.window_seconds
+        until = max(until, now + 1.0)
+        current = cast(bytes | None, self.redis.get(self._pause_key))
+        if current is None or float(current) < until:
+            self.redis.set(self._pause_key, repr(until), pxat=int(until * 1000) + 1)
+        return until - now
+
+    def snapshot(self) -> BudgetSnapshot:
+        oldest, used = self._storage.get_moving_window(
+            self._window_key, self.limit, self.window_seconds
+        )
+        paused_for = self.paused_for()
+        now = time.time()
+        return BudgetSnapshot(
+            limit=self.limit,
+            reserve=self.reserve,
+            used=used,
+            remaining=max(0, self.limit - used),
+            backfill_remaining=max(0, self.limit - self.reserve - used),
+            window_seconds=self.window_seconds,
+            frees_at=_utc(oldest + self.window_seconds) if used else None,
+            paused_until=_utc(now + paused_for) if paused_for > 0 else None,
+        )
+
+    def reset(self) -> None:
+        """Forget every call and pause (tests and `bbsync budget --reset` only)."""
+        self._storage.clear(self._window_key)
+        self.redis.delete(self._pause_key)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=UTC)

@@ -1,0 +1,350 @@
+"""The Bitbucket Cloud REST API 2.0 client: every call bbsync makes to Bitbucket goes here.
+
+Each call first takes a slot from the shared `RateBudget`, is counted by endpoint family,
+and goes only to the configured API base URL: a `next` link or any URL on another host (or
+outside the API path) is refused before credentials are attached. Connection errors and
+5xx answers are retried a few times with exponential backoff and full jitter; a 4xx fails
+at once with an error naming the endpoint and the status; a 429 pauses the whole budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from marshmallow import ValidationError
+
+from app.bitbucket.accounting import CallLedger, endpoint_family
+from app.bitbucket.auth import TokenSource
+from app.bitbucket.budget import Priority, RateBudget
+from app.bitbucket.errors import (
+    BitbucketError,
+    BitbucketRequestError,
+    BitbucketUnavailable,
+    CredentialError,
+    ForeignHostError,
+    NotFound,
+    RateLimited,
+)
+from app.bitbucket.schemas import PageSchema
+from app.config import CredentialKind
+
+log = logging.getLogger(__name__)
+
+MAX_PAGELEN = 100
+MAX_PULLREQUEST_PAGELEN = 50  # Bitbucket rejects more on pull request lists
+USER_AGENT = "bbsync/0.1 (+https://github.com/bbsync)"
+
+_page_schema = PageSchema()
+
+
+def api_path(*segments: str) -> str:
+    """Join path segments for the API, escaping each (UUIDs with braces, file paths)."""
+    return "/".join(quote(s, safe="") for s in segments)
+
+
+def file_path(workspace: str, slug: str, ref: str, path: str) -> str:
+    """The `src` path of a file at a commit or branch (the file path keeps its slashes)."""
+    return f"{api_path('repositories', workspace, slug, 'src', ref)}/{quote(path.lstrip('/'))}"
+
+
+@dataclass(frozen=True)
+class RawFile:
+    """A file's bytes from `src/`, or `not_modified` when our ETag still matched."""
+
+    content: bytes | None
+    etag: str | None
+    not_modified: bool = False
+
+
+@dataclass(frozen=True)
+class Page:
+    values: list[dict[str, Any]]
+    next_url: str | None
+    size: int | None
+
+
+class BitbucketClient:
+    """Talks to one Bitbucket API base with one credential, under the shared budget."""
+
+    def __init__(
+        self,
+        api_url: str,
+        tokens: TokenSource,
+        budget: RateBudget,
+        ledger: CallLedger | None = None,
+        *,
+        priority: Priority = Priority.BACKFILL,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 8.0,
+        http: requests.Session | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        base = urlsplit(self.api_url)
+        self._base_scheme = base.scheme.lower()
+        self._base_netloc = base.netloc.lower()
+        self._base_path = base.path.rstrip("/")
+        self.tokens = tokens
+        self.budget = budget
+        self.ledger = ledger or CallLedger()
+        self.priority = priority
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.http = http or requests.Session()
+        self.http.headers["User-Agent"] = USER_AGENT
+        # Never pick up credentials from ~/.netrc or proxies' env for another host.
+        self.http.trust_env = False
+
+    # -- URLs ---------------------------------------------------------------------------
+
+    def resolve(self, path_or_url: str) -> tuple[str, str]:
+        """`(absolute URL, path relative to the API base)`; refuses anything off the API."""
+        if "://" not in path_or_url:
+            relative = path_or_url.lstrip("/")
+            return f"{self.api_url}/{relative}", relative
+        parts = urlsplit(path_or_url)
+        same_origin = (
+            parts.scheme.lower() == self._base_scheme
+            and parts.netloc.lower() == self._base_netloc
+            and not parts.username
+        )
+        inside_api = parts.path == self._base_path or parts.path.startswith(self._base_path + "/")
+        if not (same_origin and inside_api):
+            raise ForeignHostError(
+                f"refused to call {parts.scheme}://{parts.hostname}{parts.path}: "
+                f"only {self.api_url} is allowed (BITBUCKET_API_URL)",
+                endpoint=parts.path,
+            )
+        relative = parts.path[len(self._base_path) :].lstrip("/")
+        return path_or_url, relative
+
+    # -- calls --------------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> requests.Response:
+        """One logical call (retried on 5xx/connection errors); returns a response in `ok`."""
+        url, relative = self.resolve(path_or_url)
+        family = endpoint_family(relative)
+        endpoint = f"{method} {relative.split('?', 1)[0]}"
+        attempt = 0
+        renewed_token = False
+        while True:
+            self.budget.acquire(self.priority)
+            send_headers = dict(headers or {})
+            authorization = self.tokens.authorization()
+            if authorization:
+                send_headers["Authorization"] = authorization
+            try:
+                response = self.http.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json,
+                    headers=send_headers,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                self.ledger.record(family, None)
+                if attempt < self.max_retries:
+                    attempt += 1
+                    self._backoff(attempt, endpoint, type(exc).__name__)
+                    continue
+                raise BitbucketUnavailable(
+                    f"{endpoint}: no answer after {attempt + 1} attempts ({type(exc).__name__})",
+                    endpoint=endpoint,
+                    retry_after=None,
+                ) from None
+            status = response.status_code
+            self.ledger.record(family, status)
+            if status in ok:
+                return response
+            if status == 429:
+                paused = self.budget.pause(_retry_after(response))
+                log.warning(
+                    "bitbucket rate limit hit; budget paused",
+                    extra={"endpoint": endpoint, "pause_seconds": round(paused)},
+                )
+                raise RateLimited(
+                    f"{endpoint}: HTTP 429 rate limit exceeded; every process paused "
+                    f"for {paused:.0f}s",
+                    endpoint=endpoint,
+                    status=429,
+                    retry_after=paused,
+                )
+            if status >= 500:
+                if attempt < self.max_retries:
+                    attempt += 1
+                    self._backoff(attempt, endpoint, f"HTTP {status}")
+                    continue
+                raise BitbucketUnavailable(
+                    f"{endpoint}: HTTP {status} after {attempt + 1} attempts",
+                    endpoint=endpoint,
+                    status=status,
+                )
+            if (
+                status == 401
+                and self.tokens.credential.kind is CredentialKind.OAUTH
+                and not renewed_token
+            ):
+                # The shared token may have been revoked early: ask for a new one, once.
+                self.tokens.invalidate()
+                renewed_token = True
+                continue
+            raise _request_error(endpoint, response)
+
+    def _backoff(self, attempt: int, endpoint: str, reason: str) -> None:
+        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
+        log.info(
+            "bitbucket call failed; retrying",
+            extra={"endpoint": endpoint, "reason": reason, "attempt": attempt, "delay": delay},
+        )
+        time.sleep(delay)
+
+    def get_json(
+        self, path_or_url: str, params: Mapping[str, Any] | list[tuple[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        response = self.request("GET", path_or_url, params=params)
+        return _json_object(response, path_or_url)
+
+    def post_json(self, path: str, body: Any, ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+        response = self.request("POST", path, json=body, ok=ok)
+        return _json_object(response, path)
+
+    def iter_pages(
+        self,
+        path_or_url: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        *,
+        pagelen: int = MAX_PAGELEN,
+    ) -> Iterator[Page]:
+        """Pages of a list endpoint, following `next` until absent.
+
+        `path_or_url` may be a `next` link saved earlier, to resume an interrupted walk.
+        Page URLs are never built by hand: Bitbucket uses opaque cursors on some lists.
+        """
+        url: str | None = path_or_url
+        first_params: list[tuple[str, Any]] | None = None
+        if "://" not in path_or_url:
+            _, relative = self.resolve(path_or_url)
+            cap = (
+                MAX_PULLREQUEST_PAGELEN
+                if endpoint_family(relative) == "pullrequests"
+                else MAX_PAGELEN
+            )
+            items = list(params.items()) if isinstance(params, Mapping) else list(params or [])
+            items = [(k, v) for k, v in items if k != "pagelen"]
+            first_params = [*items, ("pagelen", min(pagelen, cap))]
+        while url:
+            body = self.get_json(url, first_params)
+            first_params = None  # `next` carries every parameter from here on
+            try:
+                envelope = _page_schema.load(body)
+            except ValidationError as exc:
+                raise BitbucketError(
+                    f"GET {url}: not a paginated list ({exc.messages})", endpoint=url
+                ) from None
+            page = Page(envelope["values"], envelope.get("next"), envelope.get("size"))
+            yield page
+            url = page.next_url
+
+    def paginate(
+        self,
+        path: str,
+        params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        *,
+        pagelen: int = MAX_PAGELEN,
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of a list endpoint, across pages."""
+        for page in self.iter_pages(path, params, pagelen=pagelen):
+            yield from page.values
+
+    def get_file(self, path: str, etag: str | None = None) -> RawFile | None:
+        """Raw file bytes from a `src/` path; None when the file does not exist.
+
+        With `etag`, a 304 means unchanged (`not_modified`): it still costs a call.
+        """
+        headers = {"If-None-Match": etag} if etag else None
+        try:
+            response = self.request("GET", path, headers=headers, ok=(200, 304))
+        except NotFound:
+            return None
+        if response.status_code == 304:
+            return RawFile(content=None, etag=etag, not_modified=True)
+        return RawFile(content=response.content, etag=response.headers.get("ETag"))
+
+
+def _json_object(response: requests.Response, where: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise BitbucketError(f"{where}: answer is not JSON", endpoint=where) from None
+    if not isinstance(body, dict):
+        raise BitbucketError(f"{where}: answer is not a JSON object", endpoint=where)
+    return body
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Seconds from a `Retry-After` header (delta-seconds or HTTP date), if any."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+    except ValueError:
+        message = None
+    text = message or response.text or response.reason or ""
+    return " ".join(str(text).split())[:200]
+
+
+def _request_error(endpoint: str, response: requests.Response) -> BitbucketRequestError:
+    status = response.status_code
+    detail = _error_message(response)
+    suffix = f": {detail}" if detail else ""
+    if status in (401, 403):
+        what = "credential refused" if status == 401 else "credential lacks permission or scope"
+        return CredentialError(
+            f"{endpoint}: HTTP {status}, {what}{suffix}", endpoint=endpoint, status=status
+        )
+    if status == 404:
+        return NotFound(f"{endpoint}: HTTP 404 not found{suffix}", endpoint=endpoint, status=404)
+    if 300 <= status < 400:
+        return BitbucketRequestError(
+            f"{endpoint}: HTTP {status} redirect not followed (only the API host is called)",
+            endpoint=endpoint,
+            status=status,
+        )
+    return BitbucketRequestError(
+        f"{endpoint}: HTTP {status}{suffix}", endpoint=endpoint, status=status
+    )

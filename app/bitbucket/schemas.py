@@ -1,0 +1,82 @@
+"""marshmallow schemas of the Bitbucket payloads bbsync reads. Unknown keys are ignored:
+Bitbucket adds fields freely; what we need is checked, typed and named here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, post_load
+
+
+class _BitbucketSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class PageSchema(_BitbucketSchema):
+    """The pagination envelope `{values, next?, previous?, page?, pagelen, size?}`."""
+
+    values = fields.List(fields.Dict(), required=True)
+    next = fields.String(load_default=None, allow_none=True)
+    previous = fields.String(load_default=None, allow_none=True)
+    page = fields.Integer(load_default=None, allow_none=True)
+    pagelen = fields.Integer(load_default=None, allow_none=True)
+    size = fields.Integer(load_default=None, allow_none=True)
+
+
+class BranchRefSchema(_BitbucketSchema):
+    name = fields.String(required=True)
+
+
+class ProjectRefSchema(_BitbucketSchema):
+    uuid = fields.String(required=True)
+    key = fields.String(required=True)
+    name = fields.String(load_default="")
+
+
+class WorkspaceRefSchema(_BitbucketSchema):
+    uuid = fields.String(required=True)
+    slug = fields.String(required=True)
+    name = fields.String(load_default="")
+
+
+class RepositorySchema(_BitbucketSchema):
+    """A repository from `GET /repositories/{ws}` or `/repositories/{ws}/{slug}`."""
+
+    uuid = fields.String(required=True)
+    full_name = fields.String(required=True)
+    slug = fields.String(load_default=None)
+    name = fields.String(load_default="")
+    description = fields.String(load_default="", allow_none=True)
+    is_private = fields.Boolean(load_default=True)
+    language = fields.String(load_default="", allow_none=True)
+    created_on = fields.AwareDateTime(load_default=None, allow_none=True)
+    updated_on = fields.AwareDateTime(load_default=None, allow_none=True)
+    mainbranch = fields.Nested(BranchRefSchema, load_default=None, allow_none=True)
+    project = fields.Nested(ProjectRefSchema, load_default=None, allow_none=True)
+    workspace = fields.Nested(WorkspaceRefSchema, load_default=None, allow_none=True)
+
+    @post_load
+    def _derive(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # Webhook copies carry no slug: the slug is the part of full_name after the slash.
+        if not data.get("slug"):
+            data["slug"] = data["full_name"].split("/", 1)[-1]
+        data["description"] = data.get("description") or ""
+        data["language"] = data.get("language") or ""
+        return data
+
+
+class BranchSchema(_BitbucketSchema):
+    """`GET /repositories/{ws}/{slug}/refs/branches/{name}`: `target.hash` is the head."""
+
+    name = fields.String(required=True)
+    target = fields.Dict(required=True)
+
+    @post_load
+    def _head(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["head"] = str(data["target"].get("hash") or "") or None
+        return data
+
+
+# Trims each repository page of what bbsync never reads (links are most of the bytes).
+REPOSITORY_LIST_FIELDS = "-values.links,-values.owner,-values.parent"

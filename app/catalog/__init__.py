@@ -1,0 +1,1 @@
+"""Backstage entity building, annotations and descriptor parsing."""

@@ -1,0 +1,283 @@
+"""Settings read once from the environment (and a `.env` file), validated at start.
+
+Every process (web, worker, beat, CLI) builds one `Settings` with `load_settings()`.
+An invalid value raises `SettingsError` whose message is one line naming the variable
+and what is wrong; entry points print it and exit. Secrets are wrapped in `Secret` so
+they never show in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+DEFAULT_DATABASE_URL = "sqlite:///bbsync.db"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
+DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str (logs, tracebacks, error messages)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class CredentialKind(StrEnum):
+    ACCESS_TOKEN = "access_token"
+    API_TOKEN = "api_token"  # Atlassian account email + API token, HTTP Basic
+    OAUTH = "oauth_client_credentials"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One Bitbucket credential. `identity` is what Bitbucket counts the rate limit on."""
+
+    kind: CredentialKind
+    identity: str = ""  # email or OAuth client id; empty for access tokens (the token is it)
+    secret: Secret = field(default_factory=lambda: Secret(""))
+    token_url: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable, non-reversible id for this credential: keys its budget and token cache.
+
+        Bitbucket counts access tokens per token, API tokens per user and OAuth per consumer,
+        so the fingerprint follows the same unit.
+        """
+        if self.kind is CredentialKind.ACCESS_TOKEN:
+            material = self.secret.reveal()
+        else:
+            material = self.identity
+        digest = hashlib.sha256(f"{self.kind.value}:{material}".encode()).hexdigest()
+        return digest[:16]
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = DEFAULT_REDIS_URL
+    bitbucket_api_url: str = DEFAULT_API_URL
+    workspaces: tuple[str, ...] = ()
+    credential: Credential = field(
+        default_factory=lambda: Credential(kind=CredentialKind.ANONYMOUS)
+    )
+    webhook_secrets: tuple[Secret, ...] = ()
+    rate_limit_per_hour: int = 1000
+    rate_window_seconds: int = 3600
+    rate_reserve_percent: int = 20
+    http_timeout_seconds: float = 30.0
+    http_max_retries: int = 3
+    full_sync_interval_seconds: int = 3600
+    sentry_dsn: Secret | None = None
+    port: int = 5000
+    log_level: str = "INFO"
+    log_format: str = "auto"
+
+    @property
+    def api_host(self) -> str:
+        """`scheme://host[:port]` of the Bitbucket API: the only place calls may go."""
+        parts = urlsplit(self.bitbucket_api_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def rate_reserve(self) -> int:
+        """Calls per window that only webhook-driven work may spend."""
+        return self.rate_limit_per_hour * self.rate_reserve_percent // 100
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not a parsable URL ({exc})") from None
+    if parts.scheme not in schemes:
+        expected = ", ".join(f"{s}://" for s in schemes)
+        raise SettingsError(f"{name}: scheme must be one of {expected}, got {parts.scheme!r}")
+    if not parts.netloc and not parts.scheme.startswith("sqlite"):
+        raise SettingsError(f"{name}: URL has no host")
+    return value
+
+
+def normalise_database_url(value: str) -> str:
+    """Accept Heroku-style `postgres://` and plain `postgresql://`; use the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if value.startswith(prefix):
+            return "postgresql+psycopg://" + value[len(prefix) :]
+    return value
+
+
+def _int(name: str, value: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a whole number, got {value!r}") from None
+    if number < minimum:
+        what = "positive" if minimum == 1 else f"at least {minimum}"
+        raise SettingsError(f"{name}: must be {what}, got {number}")
+    return number
+
+
+def _float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number, got {value!r}") from None
+    if number <= 0:
+        raise SettingsError(f"{name}: must be positive, got {number}")
+    return number
+
+
+def _credential(env: Mapping[str, str]) -> Credential:
+    """Exactly one kind of credential, or none (anonymous)."""
+    token = env.get("BITBUCKET_ACCESS_TOKEN", "")
+    email, api_token = env.get("BITBUCKET_EMAIL", ""), env.get("BITBUCKET_API_TOKEN", "")
+    client_id = env.get("BITBUCKET_OAUTH_CLIENT_ID", "")
+    client_secret = env.get("BITBUCKET_OAUTH_CLIENT_SECRET", "")
+    kinds = [
+        name
+        for name, present in (
+            ("BITBUCKET_ACCESS_TOKEN", bool(token)),
+            ("BITBUCKET_EMAIL/BITBUCKET_API_TOKEN", bool(email or api_token)),
+            (
+                "BITBUCKET_OAUTH_CLIENT_ID/BITBUCKET_OAUTH_CLIENT_SECRET",
+                bool(client_id or client_secret),
+            ),
+        )
+        if present
+    ]
+    if len(kinds) > 1:
+        raise SettingsError(
+            f"{kinds[0]}: only one kind of Bitbucket credential may be set, also found {kinds[1]}"
+        )
+    if token:
+        return Credential(CredentialKind.ACCESS_TOKEN, secret=Secret(token))
+    if email or api_token:
+        if not email:
+            raise SettingsError("BITBUCKET_EMAIL: required with BITBUCKET_API_TOKEN")
+        if not api_token:
+            raise SettingsError("BITBUCKET_API_TOKEN: required with BITBUCKET_EMAIL")
+        if "@" not in email:
+            raise SettingsError("BITBUCKET_EMAIL: must be the Atlassian account email address")
+        return Credential(CredentialKind.API_TOKEN, identity=email, secret=Secret(api_token))
+    if client_id or client_secret:
+        if not client_id:
+            raise SettingsError("BITBUCKET_OAUTH_CLIENT_ID: required with the client secret")
+        if not client_secret:
+            raise SettingsError("BITBUCKET_OAUTH_CLIENT_SECRET: required with the client id")
+        token_url = _url(
+            "BITBUCKET_OAUTH_TOKEN_URL",
+            env.get("BITBUCKET_OAUTH_TOKEN_URL") or DEFAULT_OAUTH_TOKEN_URL,
+            ("https", "http"),
+        )
+        return Credential(
+            CredentialKind.OAUTH,
+            identity=client_id,
+            secret=Secret(client_secret),
+            token_url=token_url,
+        )
+    return Credential(CredentialKind.ANONYMOUS)
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build and validate settings from a mapping of environment variables."""
+
+    def get(name: str, default: str = "") -> str:
+        return env.get(name, "").strip() or default
+
+    database_url = normalise_database_url(get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    _url(
+        "DATABASE_URL",
+        database_url,
+        ("sqlite", "sqlite+pysqlite", "postgresql+psycopg", "postgresql+psycopg2"),
+    )
+    redis_url = _url("REDIS_URL", get("REDIS_URL", DEFAULT_REDIS_URL), ("redis", "rediss"))
+    broker_url = _url(
+        "CELERY_BROKER_URL",
+        get("CELERY_BROKER_URL", redis_url),
+        ("redis", "rediss", "amqp", "amqps", "pyamqp"),
+    )
+    api_url = _url(
+        "BITBUCKET_API_URL", get("BITBUCKET_API_URL", DEFAULT_API_URL), ("https", "http")
+    ).rstrip("/")
+    workspaces = tuple(w.strip() for w in get("BITBUCKET_WORKSPACES").split(",") if w.strip())
+    for workspace in workspaces:
+        if "/" in workspace or " " in workspace:
+            raise SettingsError(f"BITBUCKET_WORKSPACES: {workspace!r} is not a workspace slug")
+    secrets = tuple(
+        Secret(s.strip()) for s in get("BITBUCKET_WEBHOOK_SECRET").split(",") if s.strip()
+    )
+    reserve = _int("BITBUCKET_RATE_RESERVE_PERCENT", get("BITBUCKET_RATE_RESERVE_PERCENT", "20"), 0)
+    if reserve >= 100:
+        raise SettingsError(f"BITBUCKET_RATE_RESERVE_PERCENT: must be below 100, got {reserve}")
+    log_format = get("LOG_FORMAT", "auto").lower()
+    if log_format not in ("auto", "json", "text"):
+        raise SettingsError(f"LOG_FORMAT: must be auto, json or text, got {log_format!r}")
+    sentry_dsn = get("SENTRY_DSN")
+    if sentry_dsn:
+        _url("SENTRY_DSN", sentry_dsn, ("https", "http"))
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        broker_url=broker_url,
+        bitbucket_api_url=api_url,
+        workspaces=workspaces,
+        credential=_credential(env),
+        webhook_secrets=secrets,
+        rate_limit_per_hour=_int(
+            "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")
+        ),
+        rate_window_seconds=_int(
+            "BITBUCKET_RATE_WINDOW_SECONDS", get("BITBUCKET_RATE_WINDOW_SECONDS", "3600")
+        ),
+        rate_reserve_percent=reserve,
+        http_timeout_seconds=_float("BITBUCKET_HTTP_TIMEOUT", get("BITBUCKET_HTTP_TIMEOUT", "30")),
+        http_max_retries=_int("BITBUCKET_HTTP_RETRIES", get("BITBUCKET_HTTP_RETRIES", "3"), 0),
+        full_sync_interval_seconds=_int(
+            "BBSYNC_FULL_SYNC_INTERVAL", get("BBSYNC_FULL_SYNC_INTERVAL", "3600")
+        ),
+        sentry_dsn=Secret(sentry_dsn) if sentry_dsn else None,
+        port=_int("PORT", get("PORT", "5000")),
+        log_level=get("LOG_LEVEL", "INFO").upper(),
+        log_format=log_format,
+    )
+
+
+def load_settings(env_file: str | Path | None = ".env") -> Settings:
+    """Settings from `.env` (if present) overlaid by the real environment, which wins."""
+    values: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    values.update(os.environ)
+    return settings_from_env(values)

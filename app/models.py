@@ -1,0 +1,202 @@
+"""SQLAlchemy 2.0 typed models: what bbsync mirrors from Bitbucket and serves to Backstage.
+
+Bitbucket UUIDs (with braces, as Bitbucket writes them) are the identity of everything that
+comes from Bitbucket; our integer ids are only for foreign keys. Rows are soft-deleted
+(`deleted_at`) so that a repository's history survives a rename or a removal.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints so Alembic migrations are stable across SQLite and PostgreSQL.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both databases (SQLite stores no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType}
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(38), unique=True)
+    slug: Mapped[str] = mapped_column(String(255), unique=True)
+    name: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    projects: Mapped[list[Project]] = relationship(back_populates="workspace")
+    repositories: Mapped[list[Repository]] = relationship(back_populates="workspace")
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (UniqueConstraint("workspace_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(38), unique=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    workspace: Mapped[Workspace] = relationship(back_populates="projects")
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (Index(None, "workspace_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(38), unique=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="SET NULL"), index=True
+    )
+    slug: Mapped[str] = mapped_column(String(255))
+    full_name: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    is_private: Mapped[bool] = mapped_column(default=True)
+    language: Mapped[str] = mapped_column(String(64), default="")
+    default_branch: Mapped[str | None] = mapped_column(String(255))
+    head_commit: Mapped[str | None] = mapped_column(String(40))
+    created_on: Mapped[datetime | None]
+    updated_on: Mapped[datetime | None]
+    synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+    workspace: Mapped[Workspace] = relationship(back_populates="repositories")
+    project: Mapped[Project | None] = relationship()
+    catalog_files: Mapped[list[CatalogFile]] = relationship(back_populates="repository")
+
+
+class CatalogFile(Base):
+    """A descriptor file (catalog-info.yaml) as last fetched from a repository."""
+
+    __tablename__ = "catalog_files"
+    __table_args__ = (UniqueConstraint("repository_id", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    commit: Mapped[str | None] = mapped_column(String(40))
+    etag: Mapped[str | None] = mapped_column(String(255))
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    parse_error: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+    repository: Mapped[Repository] = relationship(back_populates="catalog_files")
+
+
+class EntitySource(enum.StrEnum):
+    DESCRIPTOR = "descriptor"  # read from a catalog-info.yaml
+    GENERATED = "generated"  # made by bbsync for a repository without one
+    BITBUCKET = "bitbucket"  # users, groups, project groups mirrored from Bitbucket
+
+
+class CatalogEntity(Base):
+    """A Backstage entity as served to Backstage: `body` is the full entity document."""
+
+    __tablename__ = "catalog_entities"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity_ref: Mapped[str] = mapped_column(String(512), unique=True)  # kind:namespace/name
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    namespace: Mapped[str] = mapped_column(String(255), default="default")
+    name: Mapped[str] = mapped_column(String(255))
+    body: Mapped[dict[str, Any]]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(32), default=EntitySource.DESCRIPTOR.value)
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="SET NULL"), index=True
+    )
+    catalog_file_id: Mapped[int | None] = mapped_column(
+        ForeignKey("catalog_files.id", ondelete="SET NULL")
+    )
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+    repository: Mapped[Repository | None] = relationship()
+
+
+class SyncStatus(enum.StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PAUSED = "paused"  # stopped for want of budget; resumes from `cursor`
+
+
+class SyncRun(Base):
+    """One run of a sync (full, repositories, members…): what it did and what it cost."""
+
+    __tablename__ = "sync_runs"
+    __table_args__ = (Index(None, "kind", "workspace", "started_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    workspace: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=SyncStatus.RUNNING.value)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    api_calls: Mapped[int] = mapped_column(Integer, default=0)
+    calls_by_family: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)

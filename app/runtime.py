@@ -1,0 +1,72 @@
+"""What one process needs to do bbsync's work, built once from settings and shared by the
+web app, the Celery worker and the CLI: database engine and sessions, Redis, the shared rate
+budget, and Bitbucket clients. Nothing here runs at import; connections open lazily."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.bitbucket.accounting import CallLedger
+from app.bitbucket.auth import TokenSource
+from app.bitbucket.budget import Priority, RateBudget
+from app.bitbucket.client import BitbucketClient
+from app.config import Settings
+from app.db import make_engine, make_session_factory
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=5, socket_timeout=10
+        )
+
+    @cached_property
+    def budget(self) -> RateBudget:
+        s = self.settings
+        return RateBudget(
+            s.redis_url,
+            s.credential.fingerprint,
+            limit=s.rate_limit_per_hour,
+            window_seconds=s.rate_window_seconds,
+            reserve=s.rate_reserve,
+            redis_client=self.redis,
+        )
+
+    @cached_property
+    def tokens(self) -> TokenSource:
+        return TokenSource(
+            self.settings.credential, self.redis, timeout=self.settings.http_timeout_seconds
+        )
+
+    def bitbucket(self, priority: Priority = Priority.BACKFILL) -> BitbucketClient:
+        """A client with its own call ledger (one per task run or CLI command)."""
+        return BitbucketClient(
+            self.settings.bitbucket_api_url,
+            self.tokens,
+            self.budget,
+            CallLedger(self.redis),
+            priority=priority,
+            timeout=self.settings.http_timeout_seconds,
+            max_retries=self.settings.http_max_retries,
+        )
+
+    def dispose(self) -> None:
+        """Drop pooled database connections after a fork (redis-py re-opens by itself)."""
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)

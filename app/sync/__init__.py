@@ -1,0 +1,1 @@
+"""Domain services: what to fetch from Bitbucket, what changed, what to store."""

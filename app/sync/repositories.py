@@ -1,0 +1,258 @@
+"""Repository discovery: page through a workspace's repositories and mirror them.
+
+One page (100 repositories) is one call and one batch of upserts; after each page the caller's
+`commit` makes it durable and the run's cursor (the `next` link) is saved, so a run stopped by
+the budget resumes from that page instead of starting over. After a complete walk,
+repositories not seen are soft-deleted (mark and sweep), unless that would remove more than
+`max_delete_share` of the workspace at once: then the sweep is refused and the run says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.bitbucket.client import BitbucketClient, api_path
+from app.bitbucket.errors import BitbucketError, RetryLater
+from app.bitbucket.schemas import REPOSITORY_LIST_FIELDS, RepositorySchema
+from app.models import Project, Repository, SyncRun, SyncStatus, Workspace, utcnow
+from app.store import upsert
+
+log = logging.getLogger(__name__)
+
+KIND = "repositories"
+_repository_schema = RepositorySchema()
+
+
+@dataclass
+class SyncProgress:
+    """Reported after each page: what a progress bar shows."""
+
+    workspace: str
+    seen: int
+    total: int | None
+    calls: int
+
+
+class RepositorySync:
+    """Mirrors the repositories (and their projects) of one workspace."""
+
+    def __init__(
+        self,
+        client: BitbucketClient,
+        session: Session,
+        commit: Callable[[], None],
+        *,
+        max_delete_share: float = 0.5,
+        on_progress: Callable[[SyncProgress], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.commit = commit
+        self.max_delete_share = max_delete_share
+        self.on_progress = on_progress
+
+    def run(self, workspace: str) -> SyncRun:
+        """Sync one workspace, resuming a run paused for budget if there is one.
+
+        Raises `RetryLater` (run left `paused` with its cursor) when the budget runs out, and
+        re-raises other Bitbucket errors after recording the run as failed.
+        """
+        run = self._resumable_run(workspace) or SyncRun(
+            kind=KIND, workspace=workspace, counts={"seen": 0, "invalid": 0, "deleted": 0}
+        )
+        run.status = SyncStatus.RUNNING.value
+        self.session.add(run)
+        self.commit()
+        calls_before = self.client.ledger.total
+        started = time.monotonic()
+        counts = dict(run.counts)
+        try:
+            start: str = (run.cursor or {}).get("next") or api_path("repositories", workspace)
+            params = None if "://" in start else {"fields": REPOSITORY_LIST_FIELDS}
+            workspace_row: Workspace | None = None
+            for page in self.client.iter_pages(start, params):
+                repos = self._valid(page.values, counts)
+                if workspace_row is None:
+                    workspace_row = self._workspace(workspace, repos)
+                self._store(workspace_row, repos)
+                counts["seen"] += len(repos)
+                run.counts = dict(counts)
+                run.cursor = {"next": page.next_url} if page.next_url else None
+                self._spend(run, calls_before)
+                calls_before = self.client.ledger.total
+                self.commit()
+                if self.on_progress:
+                    self.on_progress(
+                        SyncProgress(workspace, counts["seen"], page.size, run.api_calls)
+                    )
+            if workspace_row is None:
+                workspace_row = self._workspace(workspace, [])
+            counts["deleted"], refused = self._sweep(workspace_row, run.started_at)
+            run.counts = counts
+            run.error = refused
+            run.cursor = None
+            self._finish(run, SyncStatus.SUCCEEDED, calls_before, started)
+            return run
+        except RetryLater as exc:
+            self.session.rollback()
+            run.error = str(exc)
+            self._finish(run, SyncStatus.PAUSED, calls_before, started)
+            raise
+        except BitbucketError as exc:
+            self.session.rollback()
+            run.error = str(exc)
+            self._finish(run, SyncStatus.FAILED, calls_before, started)
+            raise
+
+    def _resumable_run(self, workspace: str) -> SyncRun | None:
+        return self.session.scalars(
+            select(SyncRun)
+            .where(
+                SyncRun.kind == KIND,
+                SyncRun.workspace == workspace,
+                SyncRun.status == SyncStatus.PAUSED.value,
+            )
+            .order_by(SyncRun.started_at.desc())
+            .limit(1)
+        ).first()
+
+    def _spend(self, run: SyncRun, calls_before: int) -> None:
+        spent = self.client.ledger.total - calls_before
+        run.api_calls = (run.api_calls or 0) + spent
+        run.calls_by_family = dict(self.client.ledger.by_family)
+
+    def _finish(self, run: SyncRun, status: SyncStatus, calls_before: int, started: float) -> None:
+        self._spend(run, calls_before)
+        run.status = status.value
+        run.finished_at = utcnow()
+        run.duration_ms = (run.duration_ms or 0) + int((time.monotonic() - started) * 1000)
+        self.session.add(run)
+        self.commit()
+
+    def _valid(self, values: list[dict[str, Any]], counts: dict[str, int]) -> list[dict[str, Any]]:
+        repos = []
+        for value in values:
+            try:
+                repos.append(_repository_schema.load(value))
+            except ValidationError as exc:
+                counts["invalid"] += 1
+                log.warning(
+                    "repository skipped: payload invalid",
+                    extra={"uuid": value.get("uuid"), "errors": exc.messages},
+                )
+        return repos
+
+    def _workspace(self, slug: str, repos: list[dict[str, Any]]) -> Workspace:
+        ref = next((r["workspace"] for r in repos if r.get("workspace")), None)
+        if ref is None:
+            existing = self.session.scalars(select(Workspace).where(Workspace.slug == slug)).first()
+            if existing is not None:
+                return existing
+            body = self.client.get_json(api_path("workspaces", slug))
+            ref = {"uuid": body["uuid"], "slug": body.get("slug", slug), "name": body.get("name")}
+        upsert(
+            self.session,
+            Workspace,
+            [
+                {
+                    "uuid": ref["uuid"],
+                    "slug": slug,
+                    "name": ref.get("name") or slug,
+                    "updated_at": utcnow(),
+                }
+            ],
+            ["uuid"],
+        )
+        row = self.session.scalars(select(Workspace).where(Workspace.uuid == ref["uuid"])).one()
+        return row
+
+    def _store(self, workspace: Workspace, repos: list[dict[str, Any]]) -> None:
+        projects = {r["project"]["uuid"]: r["project"] for r in repos if r.get("project")}
+        now = utcnow()
+        upsert(
+            self.session,
+            Project,
+            [
+                {
+                    "uuid": p["uuid"],
+                    "workspace_id": workspace.id,
+                    "key": p["key"],
+                    "name": p.get("name") or p["key"],
+                    "updated_at": now,
+                }
+                for p in projects.values()
+            ],
+            ["uuid"],
+        )
+        project_ids = (
+            dict(
+                self.session.execute(
+                    select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects)))
+                )
+                .tuples()
+                .all()
+            )
+            if projects
+            else {}
+        )
+        upsert(
+            self.session,
+            Repository,
+            [
+                {
+                    "uuid": r["uuid"],
+                    "workspace_id": workspace.id,
+                    "project_id": project_ids.get(r["project"]["uuid"])
+                    if r.get("project")
+                    else None,
+                    "slug": r["slug"],
+                    "full_name": r["full_name"],
+                    "name": r["name"] or r["slug"],
+                    "description": r["description"],
+                    "is_private": r["is_private"],
+                    "language": r["language"],
+                    "default_branch": r["mainbranch"]["name"] if r.get("mainbranch") else None,
+                    "created_on": r["created_on"],
+                    "updated_on": r["updated_on"],
+                    "synced_at": now,
+                    "deleted_at": None,
+                }
+                for r in repos
+            ],
+            ["uuid"],
+        )
+
+    def _sweep(self, workspace: Workspace, since: datetime) -> tuple[int, str | None]:
+        """Soft-delete live repositories this run did not see; refuse a mass deletion."""
+        live = Repository.workspace_id == workspace.id, Repository.deleted_at.is_(None)
+        total = self.session.scalar(select(func.count()).select_from(Repository).where(*live))
+        stale = select(Repository.id).where(*live, Repository.synced_at < since)
+        missing = len(self.session.scalars(stale).all())
+        if not missing:
+            return 0, None
+        if total and missing / total > self.max_delete_share:
+            message = (
+                f"sweep refused: {missing} of {total} repositories were not listed; "
+                f"more than {self.max_delete_share:.0%} at once looks like a listing problem"
+            )
+            log.error(
+                "repository sweep refused",
+                extra={"workspace": workspace.slug, "missing": missing, "total": total},
+            )
+            return 0, message
+        self.session.execute(
+            update(Repository)
+            .where(Repository.id.in_(stale))
+            .values(deleted_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        return missing, None

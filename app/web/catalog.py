@@ -1,0 +1,91 @@
+"""Serving the catalog to Backstage from rows: `GET /catalog/entities.yaml` for a Backstage
+`url` location, and `GET /catalog/entities` (JSON). Both carry an ETag over the content, so
+Backstage's refresh loop costs a 304 here and nothing at Bitbucket."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import Select, select
+
+from app.models import CatalogEntity, Repository, Workspace
+from app.web import runtime
+
+catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
+
+
+class EntityQuerySchema(Schema):
+    kind = fields.String(load_default=None)
+    workspace = fields.String(load_default=None)
+    limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+_query_schema = EntityQuerySchema()
+
+
+def _live_entities(kind: str | None = None, workspace: str | None = None) -> Select[Any]:
+    stmt = select(CatalogEntity).where(CatalogEntity.deleted_at.is_(None))
+    if kind:
+        stmt = stmt.where(CatalogEntity.kind.ilike(kind))
+    if workspace:
+        stmt = (
+            stmt.join(Repository, CatalogEntity.repository_id == Repository.id)
+            .join(Workspace, Repository.workspace_id == Workspace.id)
+            .where(Workspace.slug == workspace)
+        )
+    return stmt.order_by(CatalogEntity.entity_ref)
+
+
+def _etag(entities: list[CatalogEntity], extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
+    for entity in entities:
+        digest.update(f"{entity.entity_ref}={entity.content_hash};".encode())
+    return digest.hexdigest()[:32]
+
+
+def _conditional(body: str | bytes, etag: str, mimetype: str) -> Response:
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype=mimetype)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+@catalog.get("/entities.yaml")
+def entities_yaml() -> Response:
+    with runtime().sessions() as session:
+        entities = list(session.scalars(_live_entities()))
+        etag = _etag(entities)
+        if request.if_none_match.contains(etag):
+            return _conditional(b"", etag, "application/yaml")
+        body = yaml.safe_dump_all((e.body for e in entities), sort_keys=False, allow_unicode=True)
+    return _conditional(body, etag, "application/yaml")
+
+
+@catalog.get("/entities")
+def entities_json() -> Any:
+    try:
+        query = _query_schema.load(request.args)
+    except ValidationError as exc:
+        return jsonify(error="invalid_query", fields=exc.messages), 400
+    with runtime().sessions() as session:
+        stmt = _live_entities(query["kind"], query["workspace"])
+        entities = list(session.scalars(stmt.offset(query["offset"]).limit(query["limit"] + 1)))
+        has_more = len(entities) > query["limit"]
+        entities = entities[: query["limit"]]
+        etag = _etag(entities, extra=request.query_string.decode())
+        body = {
+            "items": [e.body for e in entities],
+            "offset": query["offset"],
+            "limit": query["limit"],
+            "next_offset": query["offset"] + query["limit"] if has_more else None,
+        }
+    return _conditional(json.dumps(body), etag, "application/json")

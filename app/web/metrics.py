@@ -1,0 +1,89 @@
+"""`GET /metrics` in Prometheus text format. The figures come from Redis and the database,
+which every process shares, so one scrape of the web process sees the whole system."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import redis
+from flask import Blueprint, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.bitbucket.accounting import shared_call_totals
+from app.models import CatalogEntity, SyncRun
+from app.runtime import Runtime
+from app.web import runtime
+
+metrics = Blueprint("metrics", __name__)
+
+
+class SharedStateCollector(Collector):
+    """Reads the shared budget, call counters and catalog figures at scrape time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        # /readyz reports an unreachable store; a scrape still returns what it can.
+        with contextlib.suppress(redis.RedisError):
+            yield from self._from_redis()
+        with contextlib.suppress(SQLAlchemyError):
+            yield from self._from_database()
+
+    def _from_redis(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "bbsync_bitbucket_calls",
+            "Bitbucket API calls by endpoint family and HTTP status",
+            labels=["family", "status"],
+        )
+        for (family, status), value in sorted(shared_call_totals(self.rt.redis).items()):
+            calls.add_metric([family, status], value)
+        yield calls
+        snapshot = self.rt.budget.snapshot()
+        for name, value, doc in (
+            ("limit", snapshot.limit, "Calls allowed per window"),
+            ("reserve", snapshot.reserve, "Calls held back for webhook-driven work"),
+            ("used", snapshot.used, "Calls spent in the current window"),
+            ("remaining", snapshot.remaining, "Calls left in the current window"),
+        ):
+            yield GaugeMetricFamily(f"bbsync_budget_{name}", doc, value=value)
+        yield GaugeMetricFamily(
+            "bbsync_budget_paused",
+            "1 while a 429 pauses every process",
+            value=1 if snapshot.paused_until else 0,
+        )
+
+    def _from_database(self) -> Iterator[Metric]:
+        with self.rt.sessions() as session:
+            entities = GaugeMetricFamily(
+                "bbsync_catalog_entities", "Live catalog entities by kind", labels=["kind"]
+            )
+            for kind, count in session.execute(
+                select(CatalogEntity.kind, func.count())
+                .where(CatalogEntity.deleted_at.is_(None))
+                .group_by(CatalogEntity.kind)
+            ).tuples():
+                entities.add_metric([kind], count)
+            yield entities
+            runs = CounterMetricFamily(
+                "bbsync_sync_runs", "Sync runs by kind and outcome", labels=["kind", "status"]
+            )
+            for kind, status, count in session.execute(
+                select(SyncRun.kind, SyncRun.status, func.count()).group_by(
+                    SyncRun.kind, SyncRun.status
+                )
+            ).tuples():
+                runs.add_metric([kind, status], count)
+            yield runs
+
+
+@metrics.get("/metrics")
+def scrape() -> Response:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SharedStateCollector(runtime()))
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")
