@@ -187,3 +187,7 @@ def _mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "(unparsable)"
+
+
+if __name__ == "__main__":
+    main()

@@ -23,9 +23,10 @@ from typing import Any, cast
 import redis
 from limits.storage import RedisStorage
 
-from app.bitbucket.errors import BudgetExhausted, BudgetPaused
+from app.bitbucket.errors import BudgetExhausted, BudgetPaused, BudgetUnavailable
 
 KEY_PREFIX = "bbsync"
+UNAVAILABLE_RETRY_SECONDS = 30.0
 
 
 class Priority(enum.StrEnum):
@@ -84,7 +85,19 @@ class RateBudget:
         return self.limit if priority is Priority.WEBHOOK else self.limit - self.reserve
 
     def acquire(self, priority: Priority = Priority.BACKFILL, cost: int = 1) -> None:
-        """Take `cost` slots or raise `BudgetPaused` / `BudgetExhausted` with `retry_after`."""
+        """Take `cost` slots or raise `BudgetPaused` / `BudgetExhausted` with `retry_after`.
+
+        When Redis is unreachable no call may go out uncounted: `BudgetUnavailable`.
+        """
+        try:
+            self._acquire(priority, cost)
+        except redis.RedisError as exc:
+            raise BudgetUnavailable(
+                f"rate budget unavailable: Redis did not answer ({type(exc).__name__})",
+                retry_after=UNAVAILABLE_RETRY_SECONDS,
+            ) from exc
+
+    def _acquire(self, priority: Priority, cost: int) -> None:
         paused_for = self.paused_for()
         if paused_for > 0:
             raise BudgetPaused(

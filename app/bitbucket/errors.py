@@ -40,6 +40,10 @@ class BudgetPaused(RetryLater):
     """Bitbucket answered 429 to some process; every process waits until the pause ends."""
 
 
+class BudgetUnavailable(RetryLater):
+    """Redis, which holds the shared budget, did not answer: no call may go out uncounted."""
+
+
 class RateLimited(RetryLater):
     """This call got HTTP 429; the shared budget is now paused."""
 

@@ -1,0 +1,155 @@
+"""Shared fixtures: real PostgreSQL, SQLite and Redis on this machine, and the simulator as a
+real process. Each test gets its own database and a clean Redis database."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+import pytest
+import redis
+from alembic import command
+from alembic.config import Config
+
+from app.config import Settings, settings_from_env
+from app.runtime import Runtime
+
+if TYPE_CHECKING:
+    from bitbucket_sim.testing import SimProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("BBSYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("BBSYNC_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def migrate(database_url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations, exactly as the Procfile's release phase does."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.upgrade(config, revision)
+
+
+def downgrade(database_url: str, revision: str = "base") -> None:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("sqlalchemy.url", database_url)
+    command.downgrade(config, revision)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = f"bbsync_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'bbsync.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Both databases bbsync supports: the test runs once on each."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bbsync.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    client.close()
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., SimProcess]]:
+    """Start simulator processes with given options; all stop after the test."""
+    from bitbucket_sim.testing import SimProcess
+
+    started: list[SimProcess] = []
+
+    def start(**options: Any) -> SimProcess:
+        options.setdefault("workspace", "acme")
+        options.setdefault("repos", 30)
+        options.setdefault("seed", 1)
+        sim = SimProcess(**options)
+        sim.__enter__()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.__exit__(None, None, None)
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., SimProcess]) -> SimProcess:
+    """A simulator with 30 repositories in workspace `acme`, accepting an access token."""
+    return sim_factory(access_token="sim-token")
+
+
+def make_settings(**env: str) -> Settings:
+    return settings_from_env(env)
+
+
+@pytest.fixture
+def settings_for(
+    redis_url: str, sqlite_url: str
+) -> Callable[..., Settings]:
+    """Settings pointing at a simulator (and by default SQLite and the test Redis)."""
+
+    def build(sim: SimProcess | None = None, **overrides: str) -> Settings:
+        env = {
+            "DATABASE_URL": sqlite_url,
+            "REDIS_URL": redis_url,
+            "BITBUCKET_WORKSPACES": "acme",
+            "BITBUCKET_ACCESS_TOKEN": "sim-token",
+            "LOG_FORMAT": "text",
+        }
+        if sim is not None:
+            env["BITBUCKET_API_URL"] = sim.api_url
+        env.update(overrides)
+        return settings_from_env({k: v for k, v in env.items() if v != ""})
+
+    return build
+
+
+@pytest.fixture
+def runtime_for(settings_for: Callable[..., Settings]) -> Iterator[Callable[..., Runtime]]:
+    made: list[Runtime] = []
+
+    def build(sim: SimProcess | None = None, **overrides: str) -> Runtime:
+        rt = Runtime(settings_for(sim, **overrides))
+        made.append(rt)
+        return rt
+
+    yield build
+    for rt in made:
+        if "engine" in rt.__dict__:
+            rt.engine.dispose()

@@ -1,0 +1,129 @@
+"""Settings: the names in DESIGN.md, one clear line per mistake, secrets never shown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.config import CredentialKind, Secret, SettingsError, load_settings, settings_from_env
+
+
+def test_defaults_follow_the_design_contract() -> None:
+    settings = settings_from_env({})
+    assert settings.database_url == "sqlite:///bbsync.db"
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.bitbucket_api_url == "https://api.bitbucket.org/2.0"
+    assert settings.rate_limit_per_hour == 1000
+    assert settings.rate_reserve == 200
+    assert settings.credential.kind is CredentialKind.ANONYMOUS
+
+
+def test_heroku_postgres_url_is_accepted_with_the_psycopg_driver() -> None:
+    settings = settings_from_env({"DATABASE_URL": "postgres://u:p@db.internal:5432/bbsync"})
+    assert settings.database_url == "postgresql+psycopg://u:p@db.internal:5432/bbsync"
+
+
+def test_workspaces_are_comma_separated() -> None:
+    settings = settings_from_env({"BITBUCKET_WORKSPACES": " acme, beta ,,"})
+    assert settings.workspaces == ("acme", "beta")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "words"),
+    [
+        (
+            {"BITBUCKET_ACCESS_TOKEN": "t", "BITBUCKET_EMAIL": "a@b.c", "BITBUCKET_API_TOKEN": "x"},
+            "BITBUCKET_ACCESS_TOKEN",
+            "only one kind",
+        ),
+        (
+            {"BITBUCKET_API_TOKEN": "x", "BITBUCKET_OAUTH_CLIENT_ID": "id",
+             "BITBUCKET_OAUTH_CLIENT_SECRET": "s", "BITBUCKET_EMAIL": "a@b.c"},
+            "BITBUCKET_EMAIL/BITBUCKET_API_TOKEN",
+            "only one kind",
+        ),
+        ({"BITBUCKET_API_URL": "ftp://example.com"}, "BITBUCKET_API_URL", "scheme"),
+        ({"BITBUCKET_API_URL": "http://host:notaport/2.0"}, "BITBUCKET_API_URL", "parsable"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL", "scheme"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL", "scheme"),
+        ({"BITBUCKET_RATE_LIMIT_PER_HOUR": "0"}, "BITBUCKET_RATE_LIMIT_PER_HOUR", "positive"),
+        ({"BITBUCKET_RATE_LIMIT_PER_HOUR": "-5"}, "BITBUCKET_RATE_LIMIT_PER_HOUR", "positive"),
+        ({"BITBUCKET_RATE_LIMIT_PER_HOUR": "lots"}, "BITBUCKET_RATE_LIMIT_PER_HOUR", "whole"),
+        ({"BITBUCKET_RATE_RESERVE_PERCENT": "100"}, "BITBUCKET_RATE_RESERVE_PERCENT", "below"),
+        ({"BITBUCKET_EMAIL": "a@b.c"}, "BITBUCKET_API_TOKEN", "required"),
+        ({"BITBUCKET_OAUTH_CLIENT_ID": "id"}, "BITBUCKET_OAUTH_CLIENT_SECRET", "required"),
+        ({"PORT": "0"}, "PORT", "positive"),
+    ],
+)
+def test_invalid_configuration_names_the_variable(
+    env: dict[str, str], variable: str, words: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_env(env)
+    message = str(caught.value)
+    assert message.startswith(variable + ":")
+    assert words in message
+    assert "\n" not in message
+
+
+def test_secrets_never_appear_in_reprs_or_errors() -> None:
+    settings = settings_from_env(
+        {
+            "BITBUCKET_OAUTH_CLIENT_ID": "client-1",
+            "BITBUCKET_OAUTH_CLIENT_SECRET": "very-secret-value",
+            "BITBUCKET_WEBHOOK_SECRET": "hook-secret-1,hook-secret-2",
+        }
+    )
+    text = repr(settings)
+    assert "very-secret-value" not in text and "hook-secret" not in text
+    assert settings.credential.secret.reveal() == "very-secret-value"
+    assert [s.reveal() for s in settings.webhook_secrets] == ["hook-secret-1", "hook-secret-2"]
+    with pytest.raises(SettingsError) as caught:
+        settings_from_env({"BITBUCKET_ACCESS_TOKEN": "tok-abcdef", "BITBUCKET_EMAIL": "a@b.c"})
+    assert "tok-abcdef" not in str(caught.value)
+    assert str(Secret("x")) == "Secret('***')"
+
+
+def test_each_credential_kind_has_its_own_budget_identity() -> None:
+    token = settings_from_env({"BITBUCKET_ACCESS_TOKEN": "t1"}).credential
+    other_token = settings_from_env({"BITBUCKET_ACCESS_TOKEN": "t2"}).credential
+    user = settings_from_env(
+        {"BITBUCKET_EMAIL": "a@b.c", "BITBUCKET_API_TOKEN": "x"}
+    ).credential
+    same_user_new_token = settings_from_env(
+        {"BITBUCKET_EMAIL": "a@b.c", "BITBUCKET_API_TOKEN": "y"}
+    ).credential
+    assert token.fingerprint != other_token.fingerprint
+    # Bitbucket counts API tokens per user: a new token of the same user shares the budget.
+    assert user.fingerprint == same_user_new_token.fingerprint
+    assert "t1" not in token.fingerprint
+
+
+def test_dotenv_is_read_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("BITBUCKET_WORKSPACES=from-file\nBITBUCKET_RATE_LIMIT_PER_HOUR=50\n")
+    monkeypatch.setenv("BITBUCKET_RATE_LIMIT_PER_HOUR", "70")
+    monkeypatch.delenv("BITBUCKET_WORKSPACES", raising=False)
+    settings = load_settings(env_file)
+    assert settings.workspaces == ("from-file",)
+    assert settings.rate_limit_per_hour == 70
+
+
+def test_a_process_with_bad_config_stops_with_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "BITBUCKET_RATE_LIMIT_PER_HOUR": "0", "BITBUCKET_ACCESS_TOKEN": "s3cret"}
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "status"], env=env, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "bbsync: configuration error: BITBUCKET_RATE_LIMIT_PER_HOUR: must be positive, got 0"
+    ]
+    assert "s3cret" not in result.stderr + result.stdout
