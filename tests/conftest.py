@@ -119,9 +119,7 @@ def make_settings(**env: str) -> Settings:
 
 
 @pytest.fixture
-def settings_for(
-    redis_url: str, sqlite_url: str
-) -> Callable[..., Settings]:
+def settings_for(redis_url: str, sqlite_url: str) -> Callable[..., Settings]:
     """Settings pointing at a simulator (and by default SQLite and the test Redis)."""
 
     def build(sim: SimProcess | None = None, **overrides: str) -> Settings:

@@ -14,8 +14,13 @@ from app.bitbucket.budget import Priority, RateBudget
 from app.bitbucket.errors import BudgetExhausted, BudgetPaused, BudgetUnavailable
 
 
-def make_budget(redis_url: str, limit: int = 10, reserve: int = 2, window: int = 3600,
-                credential: str = "cred-a") -> RateBudget:
+def make_budget(
+    redis_url: str,
+    limit: int = 10,
+    reserve: int = 2,
+    window: int = 3600,
+    credential: str = "cred-a",
+) -> RateBudget:
     return RateBudget(redis_url, credential, limit=limit, window_seconds=window, reserve=reserve)
 
 
@@ -115,12 +120,16 @@ def test_two_processes_never_overspend_the_shared_budget(redis_url: str) -> None
     for worker in workers:
         worker.join(timeout=30)
     granted = sum(g for g, _ in outcomes)
-    print(f"\nbudget figure: {granted} calls granted to 2 processes asking {2 * limit} "
-          f"against a backfill ceiling of {limit - reserve} (limit {limit}, reserve {reserve})")
+    print(
+        f"\nbudget figure: {granted} calls granted to 2 processes asking {2 * limit} "
+        f"against a backfill ceiling of {limit - reserve} (limit {limit}, reserve {reserve})"
+    )
     assert granted == limit - reserve
     assert all(g > 0 for g, _ in outcomes), "both processes drew from the one window"
-    assert make_budget(redis_url, limit=limit, reserve=reserve, credential="shared").snapshot(
-    ).used == limit - reserve
+    assert (
+        make_budget(redis_url, limit=limit, reserve=reserve, credential="shared").snapshot().used
+        == limit - reserve
+    )
 
 
 def test_no_call_goes_out_uncounted_when_redis_is_down() -> None:

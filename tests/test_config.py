@@ -41,8 +41,12 @@ def test_workspaces_are_comma_separated() -> None:
             "only one kind",
         ),
         (
-            {"BITBUCKET_API_TOKEN": "x", "BITBUCKET_OAUTH_CLIENT_ID": "id",
-             "BITBUCKET_OAUTH_CLIENT_SECRET": "s", "BITBUCKET_EMAIL": "a@b.c"},
+            {
+                "BITBUCKET_API_TOKEN": "x",
+                "BITBUCKET_OAUTH_CLIENT_ID": "id",
+                "BITBUCKET_OAUTH_CLIENT_SECRET": "s",
+                "BITBUCKET_EMAIL": "a@b.c",
+            },
             "BITBUCKET_EMAIL/BITBUCKET_API_TOKEN",
             "only one kind",
         ),
@@ -91,9 +95,7 @@ def test_secrets_never_appear_in_reprs_or_errors() -> None:
 def test_each_credential_kind_has_its_own_budget_identity() -> None:
     token = settings_from_env({"BITBUCKET_ACCESS_TOKEN": "t1"}).credential
     other_token = settings_from_env({"BITBUCKET_ACCESS_TOKEN": "t2"}).credential
-    user = settings_from_env(
-        {"BITBUCKET_EMAIL": "a@b.c", "BITBUCKET_API_TOKEN": "x"}
-    ).credential
+    user = settings_from_env({"BITBUCKET_EMAIL": "a@b.c", "BITBUCKET_API_TOKEN": "x"}).credential
     same_user_new_token = settings_from_env(
         {"BITBUCKET_EMAIL": "a@b.c", "BITBUCKET_API_TOKEN": "y"}
     ).credential
@@ -118,8 +120,12 @@ def test_dotenv_is_read_and_the_environment_wins(
 def test_a_process_with_bad_config_stops_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "BITBUCKET_RATE_LIMIT_PER_HOUR": "0", "BITBUCKET_ACCESS_TOKEN": "s3cret"}
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "status"], env=env, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "app.cli", "status"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -15,7 +15,12 @@ from app.store import upsert
 from tests.conftest import downgrade, migrate
 
 TABLES = {
-    "workspaces", "projects", "repositories", "catalog_files", "catalog_entities", "sync_runs",
+    "workspaces",
+    "projects",
+    "repositories",
+    "catalog_files",
+    "catalog_entities",
+    "sync_runs",
 }
 
 
@@ -58,14 +63,23 @@ def test_upsert_inserts_then_updates_on_the_bitbucket_uuid(migrated_url: str) ->
             upsert(session, Workspace, [{"uuid": "{w1}", "slug": "acme", "name": "Acme"}], ["uuid"])
             workspace_id = session.scalars(select(Workspace.id)).one()
             rows = [
-                {"uuid": f"{{r{i}}}", "workspace_id": workspace_id, "slug": f"svc-{i}",
-                 "full_name": f"acme/svc-{i}", "updated_on": first_seen}
+                {
+                    "uuid": f"{{r{i}}}",
+                    "workspace_id": workspace_id,
+                    "slug": f"svc-{i}",
+                    "full_name": f"acme/svc-{i}",
+                    "updated_on": first_seen,
+                }
                 for i in range(3)
             ]
             assert upsert(session, Repository, rows, ["uuid"]) == 3
         with session_scope(sessions) as session:
-            renamed = {**rows[1], "slug": "payments", "full_name": "acme/payments",
-                       "updated_on": first_seen + timedelta(hours=1)}
+            renamed = {
+                **rows[1],
+                "slug": "payments",
+                "full_name": "acme/payments",
+                "updated_on": first_seen + timedelta(hours=1),
+            }
             upsert(session, Repository, [renamed], ["uuid"])
         with session_scope(sessions) as session:
             repos = {r.uuid: r for r in session.scalars(select(Repository))}
@@ -85,11 +99,26 @@ def test_upsert_on_a_composite_unique_key(migrated_url: str) -> None:
         with session_scope(sessions) as session:
             upsert(session, Workspace, [{"uuid": "{w1}", "slug": "acme", "name": "Acme"}], ["uuid"])
             workspace_id = session.scalars(select(Workspace.id)).one()
-            upsert(session, Project, [{"uuid": "{p1}", "workspace_id": workspace_id,
-                                       "key": "PAY", "name": "Payments"}], ["uuid"])
-            upsert(session, Project, [{"uuid": "{p1}", "workspace_id": workspace_id,
-                                       "key": "PAY", "name": "Payments team"}],
-                   ["workspace_id", "key"], ["name"])
+            upsert(
+                session,
+                Project,
+                [{"uuid": "{p1}", "workspace_id": workspace_id, "key": "PAY", "name": "Payments"}],
+                ["uuid"],
+            )
+            upsert(
+                session,
+                Project,
+                [
+                    {
+                        "uuid": "{p1}",
+                        "workspace_id": workspace_id,
+                        "key": "PAY",
+                        "name": "Payments team",
+                    }
+                ],
+                ["workspace_id", "key"],
+                ["name"],
+            )
         with session_scope(sessions) as session:
             assert session.scalars(select(Project.name)).all() == ["Payments team"]
     finally:

@@ -193,17 +193,12 @@ class RepositorySync:
             ],
             ["uuid"],
         )
-        project_ids = (
-            dict(
-                self.session.execute(
-                    select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects)))
-                )
-                .tuples()
-                .all()
+        project_ids: dict[str, int] = {}
+        if projects:
+            rows = self.session.execute(
+                select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects)))
             )
-            if projects
-            else {}
-        )
+            project_ids = {uuid: id_ for uuid, id_ in rows}
         upsert(
             self.session,
             Repository,

@@ -67,7 +67,7 @@ class SharedStateCollector(Collector):
                 select(CatalogEntity.kind, func.count())
                 .where(CatalogEntity.deleted_at.is_(None))
                 .group_by(CatalogEntity.kind)
-            ).tuples():
+            ):
                 entities.add_metric([kind], count)
             yield entities
             runs = CounterMetricFamily(
@@ -77,7 +77,7 @@ class SharedStateCollector(Collector):
                 select(SyncRun.kind, SyncRun.status, func.count()).group_by(
                     SyncRun.kind, SyncRun.status
                 )
-            ).tuples():
+            ):
                 runs.add_metric([kind, status], count)
             yield runs
 

@@ -1,0 +1,181 @@
+"""The Flask side: health and readiness, the budget API, metrics, the catalog endpoints, and
+JSON errors at the edge."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import yaml
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.bitbucket.accounting import CallLedger
+from app.bitbucket.budget import Priority
+from app.db import session_scope
+from app.models import CatalogEntity, SyncRun
+from app.runtime import Runtime
+from app.web import create_app
+from tests.conftest import migrate
+
+
+def client_for(rt: Runtime) -> FlaskClient:
+    return create_app(runtime=rt).test_client()
+
+
+def test_liveness_answers_without_touching_anything(runtime_for: Callable[..., Runtime]) -> None:
+    rt = runtime_for(
+        DATABASE_URL="sqlite:////nonexistent/dir/x.db", REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    response = client_for(rt).get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok"}
+
+
+def test_ready_when_database_and_redis_answer(
+    runtime_for: Callable[..., Runtime], postgres_url: str
+) -> None:
+    rt = runtime_for(DATABASE_URL=postgres_url)
+    response = client_for(rt).get("/readyz")
+    assert response.status_code == 200
+    assert response.json["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_not_ready_names_what_is_down(runtime_for: Callable[..., Runtime]) -> None:
+    rt = runtime_for(REDIS_URL="redis://127.0.0.1:1/0")
+    response = client_for(rt).get("/readyz")
+    assert response.status_code == 503
+    assert response.json["status"] == "unavailable"
+    assert set(response.json["checks"]) == {"redis"}
+    assert "unreachable" in response.json["checks"]["redis"]
+
+    rt = runtime_for(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    response = client_for(rt).get("/readyz")
+    assert response.status_code == 503
+    assert set(response.json["checks"]) == {"database"}
+
+
+def test_budget_api_shows_used_reserved_remaining_and_when_it_frees(
+    runtime_for: Callable[..., Runtime],
+) -> None:
+    rt = runtime_for(BITBUCKET_RATE_LIMIT_PER_HOUR="50")
+    for _ in range(5):
+        rt.budget.acquire(Priority.BACKFILL)
+    body = client_for(rt).get("/api/budget").json
+    assert body["limit"] == 50
+    assert body["reserve"] == 10
+    assert body["used"] == 5
+    assert body["remaining"] == 45
+    assert body["backfill_remaining"] == 35
+    assert body["frees_at"] is not None
+    assert body["paused_until"] is None
+    assert body["credential"] == "access_token"
+
+    rt.budget.pause(retry_after=60)
+    assert client_for(rt).get("/api/budget").json["paused_until"] is not None
+
+
+def test_budget_api_says_503_when_redis_is_down(runtime_for: Callable[..., Runtime]) -> None:
+    rt = runtime_for(REDIS_URL="redis://127.0.0.1:1/0")
+    response = client_for(rt).get("/api/budget")
+    assert response.status_code == 503
+    assert response.json["error"] == "redis_unavailable"
+
+
+def test_metrics_expose_calls_budget_entities_and_runs(
+    runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    rt = runtime_for()
+    ledger = CallLedger(rt.redis)
+    ledger.record("repositories", 200)
+    ledger.record("repositories", 200)
+    ledger.record("src", 429)
+    rt.budget.acquire()
+    with session_scope(rt.sessions) as session:
+        session.add(SyncRun(kind="repositories", workspace="acme", status="succeeded"))
+        session.add(_entity("component:default/a", "Component"))
+    text = client_for(rt).get("/metrics").get_data(as_text=True)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert (
+        samples[("bbsync_bitbucket_calls_total", (("family", "repositories"), ("status", "200")))]
+        == 2
+    )
+    assert samples[("bbsync_bitbucket_calls_total", (("family", "src"), ("status", "429")))] == 1
+    assert samples[("bbsync_budget_used", ())] == 1
+    assert samples[("bbsync_catalog_entities", (("kind", "Component"),))] == 1
+    assert (
+        samples[("bbsync_sync_runs_total", (("kind", "repositories"), ("status", "succeeded")))]
+        == 1
+    )
+
+
+def _entity(ref: str, kind: str) -> CatalogEntity:
+    name = ref.split("/")[-1]
+    body = {
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {},
+    }
+    return CatalogEntity(
+        entity_ref=ref,
+        kind=kind,
+        namespace="default",
+        name=name,
+        body=body,
+        content_hash=hashlib.sha256(repr(body).encode()).hexdigest(),
+    )
+
+
+def test_catalog_serves_entities_as_yaml_with_etag_and_304(
+    runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    rt = runtime_for()
+    with session_scope(rt.sessions) as session:
+        session.add(_entity("component:default/billing", "Component"))
+        session.add(_entity("group:default/payments", "Group"))
+    client = client_for(rt)
+    response = client.get("/catalog/entities.yaml")
+    assert response.status_code == 200
+    documents = list(yaml.safe_load_all(response.get_data(as_text=True)))
+    assert [d["metadata"]["name"] for d in documents] == ["billing", "payments"]
+    etag = response.headers["ETag"]
+    again = client.get("/catalog/entities.yaml", headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    with session_scope(rt.sessions) as session:
+        session.add(_entity("component:default/ledger", "Component"))
+    changed = client.get("/catalog/entities.yaml", headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+
+
+def test_catalog_json_filters_and_pages(
+    runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    rt = runtime_for()
+    with session_scope(rt.sessions) as session:
+        for i in range(3):
+            session.add(_entity(f"component:default/c{i}", "Component"))
+        session.add(_entity("group:default/g", "Group"))
+    client = client_for(rt)
+    page = client.get("/catalog/entities?kind=component&limit=2").json
+    assert [e["metadata"]["name"] for e in page["items"]] == ["c0", "c1"]
+    assert page["next_offset"] == 2
+    rest = client.get("/catalog/entities?kind=component&limit=2&offset=2").json
+    assert [e["metadata"]["name"] for e in rest["items"]] == ["c2"]
+    assert rest["next_offset"] is None
+    bad = client.get("/catalog/entities?limit=0")
+    assert bad.status_code == 400
+    assert "limit" in bad.json["fields"]
+
+
+def test_unknown_paths_get_a_json_error(runtime_for: Callable[..., Runtime]) -> None:
+    response = client_for(runtime_for()).get("/nope")
+    assert response.status_code == 404
+    assert response.json["error"] == "not_found"
