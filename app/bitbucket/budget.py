@@ -82,7 +82,8 @@ class RateBudget:
         self._pause_key = f"{KEY_PREFIX}:budget-paused/{credential_fingerprint}"
 
     def ceiling(self, priority: Priority) -> int:
-        return self.limit if priority is Priority.WEBHOOK else self.limit - self.reserve
+        webhook = Priority(priority) is Priority.WEBHOOK
+        return self.limit if webhook else self.limit - self.reserve
 
     def acquire(self, priority: Priority = Priority.BACKFILL, cost: int = 1) -> None:
         """Take `cost` slots or raise `BudgetPaused` / `BudgetExhausted` with `retry_after`.

@@ -96,7 +96,7 @@ class BitbucketClient:
         self.tokens = tokens
         self.budget = budget
         self.ledger = ledger or CallLedger()
-        self.priority = priority
+        self.priority = Priority(priority)
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base

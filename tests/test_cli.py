@@ -1,0 +1,80 @@
+"""The `bbsync` command in a real process: `sync` with its progress and figures, `status`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bitbucket_sim.testing import SimProcess
+from tests.conftest import migrate
+
+# The console script installed beside this interpreter (the venv's bin).
+BBSYNC = str(Path(sys.executable).parent / "bbsync")
+
+
+def bbsync(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BBSYNC, *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sync_then_status(
+    sim_factory: Callable[..., SimProcess], sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(repos=130, access_token="sim-token")
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "BITBUCKET_API_URL": sim.api_url,
+        "BITBUCKET_WORKSPACES": "acme",
+        "BITBUCKET_ACCESS_TOKEN": "sim-token",
+        "BITBUCKET_RATE_LIMIT_PER_HOUR": "500",
+    }
+    synced = bbsync("sync", env=env, cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    assert "acme: succeeded" in synced.stdout
+    assert "2 calls (seen 130, invalid 0, deleted 0)" in synced.stdout
+
+    status = bbsync("status", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert "budget (access_token): 2/500 used" in status.stdout
+    assert "100 reserved for webhooks" in status.stdout
+    assert "workspace acme: 130 repositories, last repositories sync succeeded" in status.stdout
+    assert "sim-token" not in status.stdout + status.stderr + synced.stdout + synced.stderr
+
+
+def test_sync_reports_a_refused_credential_and_fails(
+    sim: SimProcess, sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    migrate(sqlite_url)
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "BITBUCKET_API_URL": sim.api_url,
+        "BITBUCKET_WORKSPACES": "acme",
+        "BITBUCKET_ACCESS_TOKEN": "wrong-token",
+    }
+    result = bbsync("sync", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "acme: failed: GET repositories/acme: HTTP 401" in result.stderr
+    status = bbsync("status", env=env, cwd=tmp_path)
+    assert "last repositories sync failed" in status.stdout
+    assert "HTTP 401" in status.stdout
+
+
+def test_status_says_what_to_do_when_the_database_is_not_migrated(
+    sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": sqlite_url, "REDIS_URL": redis_url, "BITBUCKET_WORKSPACES": "acme"}
+    result = bbsync("status", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "alembic upgrade head" in result.stderr
