@@ -9,6 +9,7 @@ from bitbucket_sim.config import RUNTIME_FLAGS, RateSpec, SimConfig
 from bitbucket_sim.credentials import Gatekeeper
 from bitbucket_sim.delivery import WebhookDispatcher, encode_payload
 from bitbucket_sim.errors import bad_request, not_found
+from bitbucket_sim.faults import FaultPlan
 from bitbucket_sim.generate import build_workspace
 from bitbucket_sim.ids import BASE_TIME, EventClock, IdSource
 from bitbucket_sim.model import Account, Hook, Repository
@@ -33,6 +34,7 @@ class Simulator:
         self.ids = IdSource(config.seed + _LIVE_SEED_OFFSET)
         self.clock = EventClock()
         self.stats = CallStats()
+        self.faults = FaultPlan()
         self.limiter = SlidingWindowLimiter(
             {REPOSITORIES: config.rate_spec, RAW: config.raw_rate_spec}
         )

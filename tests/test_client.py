@@ -14,6 +14,7 @@ import pytest
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path, file_path
 from app.bitbucket.errors import (
+    BitbucketUnavailable,
     BudgetPaused,
     CredentialError,
     ForeignHostError,
@@ -259,3 +260,55 @@ def test_without_retry_after_the_pause_lasts_until_the_window_frees(
     assert 55 <= (caught.value.retry_after or 0) <= 60
     with pytest.raises(BudgetPaused):
         rt.bitbucket(priority=Priority.WEBHOOK).get_json(api_path("workspaces", "acme"))
+
+
+def test_5xx_answers_are_retried_with_backoff_and_each_attempt_counts(
+    sim: SimProcess, runtime_for: RuntimeFactory
+) -> None:
+    sim.admin("POST", "faults", json={"status": 503, "times": 2, "path_contains": "/workspaces/"})
+    client = runtime_for(sim).bitbucket()
+    client.backoff_base = 0.01
+    assert client.get_json(api_path("workspaces", "acme"))["slug"] == "acme"
+    assert client.ledger.by_family["workspaces"] == 3
+    assert sim.stats()["calls"]["workspaces"] == 3
+    assert client.budget.snapshot().used == 3
+
+
+def test_a_persistent_outage_becomes_retry_later_after_the_retries(
+    sim: SimProcess, runtime_for: RuntimeFactory
+) -> None:
+    sim.admin("POST", "faults", json={"status": 502, "times": 10, "path_contains": "/workspaces/"})
+    client = runtime_for(sim, BITBUCKET_HTTP_RETRIES="2").bitbucket()
+    client.backoff_base = 0.01
+    with pytest.raises(BitbucketUnavailable) as caught:
+        client.get_json(api_path("workspaces", "acme"))
+    assert str(caught.value) == "GET workspaces/acme: HTTP 502 after 3 attempts"
+    assert sim.stats()["calls"]["workspaces"] == 3
+
+
+def test_an_unreachable_api_is_retried_then_reported(runtime_for: RuntimeFactory) -> None:
+    client = runtime_for(
+        BITBUCKET_API_URL="http://127.0.0.1:9/2.0", BITBUCKET_HTTP_RETRIES="1"
+    ).bitbucket()
+    client.backoff_base = 0.01
+    with pytest.raises(BitbucketUnavailable) as caught:
+        client.get_json(api_path("workspaces", "acme"))
+    assert "no answer after 2 attempts (ConnectionError)" in str(caught.value)
+    assert client.ledger.by_family["workspaces"] == 2
+
+
+def test_a_next_link_to_another_host_is_refused_and_gets_no_credentials(
+    sim_factory: SimFactory, runtime_for: RuntimeFactory
+) -> None:
+    sim = sim_factory(repos=150, access_token="sim-token")
+    elsewhere = sim_factory(repos=150, access_token="sim-token")
+    sim.admin(
+        "POST", "faults", json={"next_origin": elsewhere.url, "path_contains": "/repositories/"}
+    )
+    client = runtime_for(sim).bitbucket()
+    pages = client.iter_pages(api_path("repositories", "acme"))
+    first = next(pages)
+    assert first.next_url and first.next_url.startswith(elsewhere.url)
+    with pytest.raises(ForeignHostError):
+        next(pages)
+    assert elsewhere.stats()["calls_total"] == 0

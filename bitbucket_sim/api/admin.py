@@ -11,6 +11,8 @@ from flask import Blueprint, Response, request
 
 from bitbucket_sim.activity_changes import add_member, remove_member
 from bitbucket_sim.api.context import current_sim, json_response, origin, request_body
+from bitbucket_sim.errors import SimError
+from bitbucket_sim.faults import Fault
 from bitbucket_sim.ids import iso
 from bitbucket_sim.model import Repository
 from bitbucket_sim.render import account_json
@@ -44,6 +46,32 @@ def change_config() -> Response:
     sim = current_sim()
     sim.update_config(request_body())
     return json_response(sim.config.public_view())
+
+
+@blueprint.post("/faults")
+def add_fault() -> Response:
+    """Inject a fault: `{"status": 503, "times": 2, "path_contains": "/repositories/"}` answers
+    the next two matching calls with 503; `{"next_origin": "http://127.0.0.1:9"}` moves the
+    `next` link of the next matching page to another origin."""
+    body = request_body()
+    try:
+        fault = Fault(
+            path_contains=str(body.get("path_contains", "")),
+            times=int(body.get("times", 1)),
+            status=int(body["status"]) if body.get("status") is not None else None,
+            next_origin=str(body["next_origin"]) if body.get("next_origin") else None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SimError(400, f"invalid fault: {exc}") from exc
+    sim = current_sim()
+    sim.faults.add(fault)
+    return json_response(sim.faults.pending(), 201)
+
+
+@blueprint.delete("/faults")
+def clear_faults() -> Response:
+    current_sim().faults.clear()
+    return Response(status=204)
 
 
 @blueprint.get("/deliveries")

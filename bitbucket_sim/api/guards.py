@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
@@ -10,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 from bitbucket_sim.api.context import current_sim, error_response, json_response
 from bitbucket_sim.credentials import Caller
 from bitbucket_sim.errors import SimError
+from bitbucket_sim.faults import Fault, move_next_link
 from bitbucket_sim.ratelimit import RAW, REPOSITORIES, Admission
 from bitbucket_sim.stats import family_of
 
@@ -63,6 +65,11 @@ def admit() -> Response | None:
         return response
     sim.stats.count(family)
     g.admitted_call = AdmittedCall(caller, resource, admission, family)
+    fault = sim.faults.take(request.path)
+    if fault is not None and fault.status is not None:
+        # An outage answer still cost the caller a call, as it does at Bitbucket.
+        return error_response(SimError(fault.status, "Something went wrong (injected fault)"))
+    g.fault = fault
     return None
 
 
@@ -75,6 +82,11 @@ def settle(response: Response) -> Response:
     if response.status_code == 304 and not sim.config.not_modified_costs_call:
         sim.limiter.release(call.caller.bucket, call.resource, call.admission.stamp)
         sim.stats.count(call.family, -1)
+    fault: Fault | None = g.get("fault")
+    if fault is not None and fault.next_origin and response.mimetype == "application/json":
+        body = json.loads(response.get_data())
+        if isinstance(body, dict):
+            response.set_data(json.dumps(move_next_link(body, fault.next_origin)))
     _rate_headers(response, call.caller, call.resource, call.admission)
     return response
 
