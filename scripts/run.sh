@@ -47,6 +47,10 @@ bbsync is starting:
   catalog       http://localhost:$PORT/catalog/entities.yaml
   metrics       http://localhost:$PORT/metrics
 MSG
-[ -n "$SIM_PID" ] && echo "  simulator     ${BITBUCKET_API_URL%/2.0}/_sim/stats"
+if [ -n "$SIM_PID" ]; then
+  echo "  simulator     ${BITBUCKET_API_URL%/2.0}/_sim/stats"
+  echo "  demo settings for another shell (e.g. for bbsync status):"
+  echo "    export BITBUCKET_API_URL=$BITBUCKET_API_URL BITBUCKET_WORKSPACES=demo BITBUCKET_ACCESS_TOKEN=demo-token"
+fi
 echo
 exec honcho start -f scripts/Procfile.dev

@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     init_sentry(settings, component="web")
 
     app = Flask(__name__)
-    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bbsync"] = runtime
 
     from app.web.api import api
