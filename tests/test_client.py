@@ -28,6 +28,16 @@ SimFactory = Callable[..., SimProcess]
 RuntimeFactory = Callable[..., Runtime]
 
 
+def oauth_env(sim: SimProcess, secret: str = "shh-1") -> dict[str, str]:
+    """Settings for the OAuth consumer `client-1` the simulator is started with."""
+    return {
+        "BITBUCKET_ACCESS_TOKEN": "",
+        "BITBUCKET_OAUTH_CLIENT_ID": "client-1",
+        "BITBUCKET_OAUTH_CLIENT_SECRET": secret,
+        "BITBUCKET_OAUTH_TOKEN_URL": sim.token_url,
+    }
+
+
 def test_pagination_follows_next_links_until_absent(
     sim_factory: SimFactory, runtime_for: RuntimeFactory
 ) -> None:
@@ -100,12 +110,7 @@ def test_each_credential_kind_is_accepted_by_bitbucket(
         }
     else:
         sim = sim_factory(oauth_client_id="client-1", oauth_client_secret="shh-1")
-        env = {
-            "BITBUCKET_ACCESS_TOKEN": "",
-            "BITBUCKET_OAUTH_CLIENT_ID": "client-1",
-            "BITBUCKET_OAUTH_CLIENT_SECRET": "shh-1",
-            "BITBUCKET_OAUTH_TOKEN_URL": sim.token_url,
-        }
+        env = oauth_env(sim)
     workspace = runtime_for(sim, **env).bitbucket().get_json(api_path("workspaces", "acme"))
     assert workspace["slug"] == "acme"
 
@@ -114,12 +119,7 @@ def test_oauth_token_is_shared_through_redis_by_every_process(
     sim_factory: SimFactory, runtime_for: RuntimeFactory
 ) -> None:
     sim = sim_factory(oauth_client_id="client-1", oauth_client_secret="shh-1")
-    env = {
-        "BITBUCKET_ACCESS_TOKEN": "",
-        "BITBUCKET_OAUTH_CLIENT_ID": "client-1",
-        "BITBUCKET_OAUTH_CLIENT_SECRET": "shh-1",
-        "BITBUCKET_OAUTH_TOKEN_URL": sim.token_url,
-    }
+    env = oauth_env(sim)
     first, second = runtime_for(sim, **env), runtime_for(sim, **env)
     first.bitbucket().get_json(api_path("workspaces", "acme"))
     second.bitbucket().get_json(api_path("workspaces", "acme"))
@@ -133,12 +133,7 @@ def test_a_revoked_oauth_token_is_renewed_once(
     sim_factory: SimFactory, runtime_for: RuntimeFactory
 ) -> None:
     sim = sim_factory(oauth_client_id="client-1", oauth_client_secret="shh-1")
-    env = {
-        "BITBUCKET_ACCESS_TOKEN": "",
-        "BITBUCKET_OAUTH_CLIENT_ID": "client-1",
-        "BITBUCKET_OAUTH_CLIENT_SECRET": "shh-1",
-        "BITBUCKET_OAUTH_TOKEN_URL": sim.token_url,
-    }
+    env = oauth_env(sim)
     rt = runtime_for(sim, **env)
     rt.redis.set(f"bbsync:oauth-token/{rt.settings.credential.fingerprint}", "stale", ex=600)
     assert rt.bitbucket().get_json(api_path("workspaces", "acme"))["slug"] == "acme"
@@ -149,13 +144,7 @@ def test_wrong_oauth_secret_is_a_credential_error(
     sim_factory: SimFactory, runtime_for: RuntimeFactory
 ) -> None:
     sim = sim_factory(oauth_client_id="client-1", oauth_client_secret="shh-1")
-    rt = runtime_for(
-        sim,
-        BITBUCKET_ACCESS_TOKEN="",
-        BITBUCKET_OAUTH_CLIENT_ID="client-1",
-        BITBUCKET_OAUTH_CLIENT_SECRET="wrong",
-        BITBUCKET_OAUTH_TOKEN_URL=sim.token_url,
-    )
+    rt = runtime_for(sim, **oauth_env(sim, secret="wrong"))
     with pytest.raises(CredentialError) as caught:
         rt.bitbucket().get_json(api_path("workspaces", "acme"))
     assert "BITBUCKET_OAUTH_CLIENT_ID" in str(caught.value)

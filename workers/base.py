@@ -16,6 +16,7 @@ from celery import Celery, Task
 from sqlalchemy.orm import Session
 
 from app.bitbucket.errors import RetryLater
+from app.db import session_scope
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,8 @@ class BbsyncTask(Task):
     @contextmanager
     def unit_of_work(self) -> Iterator[Session]:
         """A session for this task run: committed on success, rolled back on error."""
-        session = self.runtime.sessions()
-        try:
+        with session_scope(self.runtime.sessions) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     @contextmanager
     def retrying(self) -> Iterator[None]:

@@ -18,26 +18,6 @@ TOTALS_KEY = f"{KEY_PREFIX}:calls"
 MINUTE_KEY = f"{KEY_PREFIX}:calls-minute"
 MINUTES_KEPT = 120
 
-# The endpoint families Bitbucket's limits and our metrics group calls by.
-FAMILIES = (
-    "repositories",
-    "refs",
-    "src",
-    "search",
-    "pullrequests",
-    "pipelines",
-    "statuses",
-    "members",
-    "permissions",
-    "groups",
-    "hooks",
-    "workspaces",
-    "user",
-    "oauth",
-    "other",
-)
-
-
 def endpoint_family(path: str) -> str:
     """The family of an API path relative to the API base, e.g. `repositories/ws/r/src/…`."""
     parts = [p for p in path.split("?", 1)[0].strip("/").split("/") if p]
