@@ -18,6 +18,7 @@ TOTALS_KEY = f"{KEY_PREFIX}:calls"
 MINUTE_KEY = f"{KEY_PREFIX}:calls-minute"
 MINUTES_KEPT = 120
 
+
 def endpoint_family(path: str) -> str:
     """The family of an API path relative to the API base, e.g. `repositories/ws/r/src/…`."""
     parts = [p for p in path.split("?", 1)[0].strip("/").split("/") if p]
