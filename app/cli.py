@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -13,10 +14,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.errors import BitbucketError, RetryLater
 from app.config import Settings, SettingsError, load_settings
 from app.logs import configure_logging
-from app.models import Repository, SyncRun, Workspace
+from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
 from app.runtime import Runtime
-from app.sync.repositories import RepositorySync, SyncProgress
-from app.tasks import SYNC_REPOSITORIES, enqueue, producer
+from app.sync.catalog import CatalogProgress
+from app.sync.repositories import SyncProgress
+from app.sync.workspace import WorkspaceSync
+from app.tasks import SYNC_WORKSPACE, enqueue, producer
 
 
 def _runtime(ctx: click.Context) -> Runtime:
@@ -49,13 +52,14 @@ def _workspaces(settings: Settings, chosen: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--queue", is_flag=True, help="Enqueue on the workers instead of running here.")
 @click.pass_context
 def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool) -> None:
-    """Sync now: page through every repository of each workspace and store it."""
+    """Sync now: list every repository of each workspace, then read the catalog files that
+    changed since the last sync."""
     rt = _runtime(ctx)
     workspaces = _workspaces(rt.settings, chosen)
     if queue:
         app = producer(rt.settings.broker_url)
         for workspace in workspaces:
-            task_id = enqueue(app, SYNC_REPOSITORIES, workspace)
+            task_id = enqueue(app, SYNC_WORKSPACE, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
         return
     failed = False
@@ -66,35 +70,67 @@ def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool) -> None:
 
 
 def _sync_workspace(rt: Runtime, workspace: str) -> bool:
+    """Both phases in this process, each with a progress bar; False when one failed."""
     client = rt.bitbucket()
-    bar: Any
-    with click.progressbar(length=0, label=workspace, show_pos=True) as bar:
+    with rt.sessions() as session:
+        sync = WorkspaceSync(client, session, session.commit, rt.settings)
+        phases: list[tuple[str, Callable[[], SyncRun], Any]] = [
+            ("repositories", lambda: sync.repositories.run(workspace), sync.repositories),
+            ("catalog", lambda: sync.catalog.run(workspace), sync.catalog),
+        ]
+        for phase, run_phase, service in phases:
+            bar: Any
+            with click.progressbar(length=0, label=f"{workspace} {phase}", show_pos=True) as bar:
 
-        def on_progress(progress: SyncProgress) -> None:
-            if progress.total and bar.length != progress.total:
-                bar.length = progress.total
-            bar.label = f"{workspace}: {progress.seen} repositories, {progress.calls} calls"
-            bar.update(progress.seen - bar.pos)
+                def on_progress(
+                    progress: SyncProgress | CatalogProgress, bar: Any = bar, phase: str = phase
+                ) -> None:
+                    done, total = _progress_figures(progress)
+                    if total and bar.length != total:
+                        bar.length = total
+                    bar.label = f"{workspace} {phase}: {_describe(progress)}"
+                    bar.update(done - bar.pos)
 
-        with rt.sessions() as session:
-            try:
-                run = RepositorySync(client, session, session.commit, on_progress=on_progress).run(
-                    workspace
-                )
-            except RetryLater as exc:
-                click.echo(f"\n{workspace}: paused, run again to resume: {exc}", err=True)
-                return False
-            except BitbucketError as exc:
-                click.echo(f"\n{workspace}: failed: {exc}", err=True)
-                return False
-    counts = ", ".join(f"{k} {v}" for k, v in run.counts.items())
+                service.on_progress = on_progress
+                try:
+                    run = run_phase()
+                except RetryLater as exc:
+                    click.echo(f"\n{workspace}: paused, run again to resume: {exc}", err=True)
+                    return False
+                except BitbucketError as exc:
+                    click.echo(f"\n{workspace}: failed: {exc}", err=True)
+                    return False
+            _report_run(workspace, run)
+    return True
+
+
+def _progress_figures(progress: SyncProgress | CatalogProgress) -> tuple[int, int | None]:
+    if isinstance(progress, SyncProgress):
+        return progress.seen, progress.total
+    return progress.checked, progress.total
+
+
+def _describe(progress: SyncProgress | CatalogProgress) -> str:
+    if isinstance(progress, SyncProgress):
+        return f"{progress.seen} repositories, {progress.calls} calls"
+    return (
+        f"{progress.checked}/{progress.total} repositories read, "
+        f"{progress.files_fetched} files fetched, {progress.calls} calls"
+    )
+
+
+def _report_run(workspace: str, run: SyncRun) -> None:
+    counts = ", ".join(
+        f"{k.replace('_', ' ')} {v}" for k, v in run.counts.items() if not isinstance(v, list)
+    )
     click.echo(
-        f"{workspace}: {run.status} in {(run.duration_ms or 0) / 1000:.1f}s, "
+        f"{workspace} {run.kind}: {run.status} in {(run.duration_ms or 0) / 1000:.1f}s, "
         f"{run.api_calls} calls ({counts})"
     )
     if run.error:
         click.echo(f"{workspace}: warning: {run.error}", err=True)
-    return True
+    for conflict in run.counts.get("conflicts") or []:
+        click.echo(f"{workspace}: conflict: {conflict}", err=True)
 
 
 @main.command()
@@ -144,21 +180,62 @@ def _workspace_lines(session: Any, configured: tuple[str, ...]) -> list[str]:
                 .select_from(Repository)
                 .where(Repository.workspace_id == workspace.id, Repository.deleted_at.is_(None))
             )
-        last = session.scalars(
-            select(SyncRun)
-            .where(SyncRun.workspace == slug)
-            .order_by(SyncRun.started_at.desc())
-            .limit(1)
-        ).first()
+        entities = dict(
+            session.execute(
+                select(CatalogEntity.kind, func.count())
+                .where(CatalogEntity.workspace == slug, CatalogEntity.deleted_at.is_(None))
+                .group_by(CatalogEntity.kind)
+            ).all()
+        )
         line = f"workspace {slug}: {repos} repositories"
-        if last is None:
-            line += ", never synced"
-        else:
-            when = (last.finished_at or last.started_at).isoformat(timespec="seconds")
-            line += f", last {last.kind} sync {last.status} at {when} ({last.api_calls} calls)"
-            if last.error:
-                line += f"\n  error: {last.error}"
+        if entities:
+            line += ", entities " + ", ".join(f"{k} {n}" for k, n in sorted(entities.items()))
         lines.append(line)
+        runs = [_last_run(session, slug, kind) for kind in ("repositories", "catalog")]
+        if not any(runs):
+            lines.append("  never synced")
+        for last in filter(None, runs):
+            when = (last.finished_at or last.started_at).isoformat(timespec="seconds")
+            lines.append(
+                f"  last {last.kind} sync {last.status} at {when} ({last.api_calls} calls)"
+            )
+            if last.error:
+                lines.append(f"    error: {last.error}")
+            for conflict in (last.counts or {}).get("conflicts") or []:
+                lines.append(f"    conflict: {conflict}")
+        if workspace is not None:
+            lines.extend(_parse_error_lines(session, workspace))
+    return lines
+
+
+def _last_run(session: Any, workspace: str, kind: str) -> SyncRun | None:
+    run: SyncRun | None = session.scalars(
+        select(SyncRun)
+        .where(SyncRun.workspace == workspace, SyncRun.kind == kind)
+        .order_by(SyncRun.started_at.desc())
+        .limit(1)
+    ).first()
+    return run
+
+
+def _parse_error_lines(session: Any, workspace: Workspace, shown: int = 10) -> list[str]:
+    broken = session.execute(
+        select(Repository.full_name, CatalogFile.path, CatalogFile.parse_error)
+        .join(Repository, CatalogFile.repository_id == Repository.id)
+        .where(
+            Repository.workspace_id == workspace.id,
+            Repository.deleted_at.is_(None),
+            CatalogFile.deleted_at.is_(None),
+            CatalogFile.parse_error.is_not(None),
+        )
+        .order_by(Repository.full_name, CatalogFile.path)
+    ).all()
+    if not broken:
+        return []
+    lines = [f"  {len(broken)} catalog files cannot be used:"]
+    lines += [f"    {name}/{path}: {error}" for name, path, error in broken[:shown]]
+    if len(broken) > shown:
+        lines.append(f"    … and {len(broken) - shown} more (GET /api/catalog-files?errors=1)")
     return lines
 
 

@@ -100,6 +100,17 @@ class Settings:
     http_max_retries: int = 3
     full_sync_interval_seconds: int = 3600
     sentry_dsn: Secret | None = None
+    bitbucket_web_url: str = "https://bitbucket.org"
+    catalog_paths: tuple[str, ...] = ("catalog-info.yaml",)
+    generate_components: bool = True
+    component_type: str = "service"
+    component_lifecycle: str = "production"
+    component_owner: str = ""  # empty: the Group derived from the Bitbucket project
+    change_detection: str = "updated_on"  # or "head": one branch call per repository
+    discovery: str = "auto"  # code search when it works, else per-repository probes
+    max_delete_share: float = 0.5
+    descriptor_max_bytes: int = 256 * 1024
+    descriptor_max_documents: int = 50
     port: int = 5000
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -157,6 +168,42 @@ def _float(name: str, value: str) -> float:
     if number <= 0:
         raise SettingsError(f"{name}: must be positive, got {number}")
     return number
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: must be true or false, got {value!r}")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    lowered = value.strip().lower()
+    if lowered not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+    return lowered
+
+
+def _share(name: str, value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number between 0 and 1, got {value!r}") from None
+    if not 0 < share <= 1:
+        raise SettingsError(f"{name}: must be above 0 and at most 1, got {share}")
+    return share
+
+
+def _catalog_paths(value: str) -> tuple[str, ...]:
+    paths = tuple(p.strip().strip("/") for p in value.split(",") if p.strip().strip("/"))
+    if not paths:
+        raise SettingsError("BBSYNC_CATALOG_PATHS: give at least one path or glob pattern")
+    for path in paths:
+        if ".." in path.split("/"):
+            raise SettingsError(f"BBSYNC_CATALOG_PATHS: {path!r} leaves the repository")
+    return paths
 
 
 def _credential(env: Mapping[str, str]) -> Credential:
@@ -268,6 +315,33 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_FULL_SYNC_INTERVAL", get("BBSYNC_FULL_SYNC_INTERVAL", "3600")
         ),
         sentry_dsn=Secret(sentry_dsn) if sentry_dsn else None,
+        bitbucket_web_url=_url(
+            "BITBUCKET_WEB_URL",
+            get("BITBUCKET_WEB_URL", "https://bitbucket.org"),
+            ("https", "http"),
+        ).rstrip("/"),
+        catalog_paths=_catalog_paths(get("BBSYNC_CATALOG_PATHS", "catalog-info.yaml")),
+        generate_components=_bool(
+            "BBSYNC_GENERATE_COMPONENTS", get("BBSYNC_GENERATE_COMPONENTS", "true")
+        ),
+        component_type=get("BBSYNC_COMPONENT_TYPE", "service"),
+        component_lifecycle=get("BBSYNC_COMPONENT_LIFECYCLE", "production"),
+        component_owner=get("BBSYNC_COMPONENT_OWNER"),
+        change_detection=_choice(
+            "BBSYNC_CHANGE_DETECTION",
+            get("BBSYNC_CHANGE_DETECTION", "updated_on"),
+            ("updated_on", "head"),
+        ),
+        discovery=_choice(
+            "BBSYNC_DISCOVERY", get("BBSYNC_DISCOVERY", "auto"), ("auto", "search", "probe")
+        ),
+        max_delete_share=_share("BBSYNC_MAX_DELETE_SHARE", get("BBSYNC_MAX_DELETE_SHARE", "0.5")),
+        descriptor_max_bytes=_int(
+            "BBSYNC_DESCRIPTOR_MAX_BYTES", get("BBSYNC_DESCRIPTOR_MAX_BYTES", str(256 * 1024))
+        ),
+        descriptor_max_documents=_int(
+            "BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", get("BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", "50")
+        ),
         port=_int("PORT", get("PORT", "5000")),
         log_level=get("LOG_LEVEL", "INFO").upper(),
         log_format=log_format,

@@ -119,6 +119,10 @@ class Repository(Base):
     updated_on: Mapped[datetime | None]
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
+    # What the catalog files were last read at: the `updated_on` and head commit then.
+    # A repository whose values still match costs no file fetch.
+    catalog_checked_on: Mapped[datetime | None]
+    catalog_checked_head: Mapped[str | None] = mapped_column(String(40))
 
     workspace: Mapped[Workspace] = relationship(back_populates="repositories")
     project: Mapped[Project | None] = relationship()
@@ -138,6 +142,10 @@ class CatalogFile(Base):
     etag: Mapped[str | None] = mapped_column(String(255))
     content_hash: Mapped[str | None] = mapped_column(String(64))
     parse_error: Mapped[str | None] = mapped_column(Text)
+    # The last content read (descriptors are small and capped): entities are rebuilt from it
+    # when only the repository changed (rename, new default branch) and the file answers 304.
+    content: Mapped[str | None] = mapped_column(Text)
+    entity_conflicts: Mapped[list[str] | None] = mapped_column(JSONType)
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 
@@ -163,6 +171,7 @@ class CatalogEntity(Base):
     body: Mapped[dict[str, Any]]
     content_hash: Mapped[str] = mapped_column(String(64))
     source: Mapped[str] = mapped_column(String(32), default=EntitySource.DESCRIPTOR.value)
+    workspace: Mapped[str | None] = mapped_column(String(255), index=True)
     repository_id: Mapped[int | None] = mapped_column(
         ForeignKey("repositories.id", ondelete="SET NULL"), index=True
     )

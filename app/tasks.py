@@ -17,10 +17,12 @@ QUEUES = (QUEUE_EVENTS, QUEUE_SYNC, QUEUE_DEFAULT)
 
 SYNC_ALL_WORKSPACES = "bbsync.sync.all_workspaces"
 SYNC_REPOSITORIES = "bbsync.sync.repositories"
+SYNC_WORKSPACE = "bbsync.sync.workspace"
 
 ROUTES: dict[str, dict[str, str]] = {
     SYNC_ALL_WORKSPACES: {"queue": QUEUE_SYNC},
     SYNC_REPOSITORIES: {"queue": QUEUE_SYNC},
+    SYNC_WORKSPACE: {"queue": QUEUE_SYNC},
 }
 
 

@@ -41,14 +41,24 @@ def test_sync_then_status(
     }
     synced = bbsync("sync", env=env, cwd=tmp_path)
     assert synced.returncode == 0, synced.stderr
-    assert "acme: succeeded" in synced.stdout
+    assert "acme repositories: succeeded" in synced.stdout
     assert "2 calls (seen 130, invalid 0, deleted 0)" in synced.stdout
+    catalog_line = next(
+        x for x in synced.stdout.splitlines() if x.startswith("acme catalog: succeeded")
+    )
+    assert "catalog: succeeded" in catalog_line
+    assert "candidates 130, checked 130" in catalog_line
 
     status = bbsync("status", env=env, cwd=tmp_path)
     assert status.returncode == 0, status.stderr
-    assert "budget (access_token): 2/500 used" in status.stdout
+    calls = sim.stats()["calls_total"]
+    assert f"budget (access_token): {calls}/500 used" in status.stdout
     assert "100 reserved for webhooks" in status.stdout
-    assert "workspace acme: 130 repositories, last repositories sync succeeded" in status.stdout
+    assert "workspace acme: 130 repositories, entities API " in status.stdout
+    assert ", Component " in status.stdout and ", Group " in status.stdout
+    assert "  last repositories sync succeeded" in status.stdout
+    assert "  last catalog sync succeeded" in status.stdout
+    assert "catalog files cannot be used:" in status.stdout  # the simulator's malformed ones
     assert "sim-token" not in status.stdout + status.stderr + synced.stdout + synced.stderr
 
 
@@ -67,7 +77,7 @@ def test_sync_reports_a_refused_credential_and_fails(
     assert result.returncode == 1
     assert "acme: failed: GET repositories/acme: HTTP 401" in result.stderr
     status = bbsync("status", env=env, cwd=tmp_path)
-    assert "last repositories sync failed" in status.stdout
+    assert "  last repositories sync failed" in status.stdout
     assert "HTTP 401" in status.stdout
 
 

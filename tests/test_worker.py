@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
-from app.models import Repository, SyncRun
+from app.models import CatalogEntity, Repository, SyncRun
 from app.tasks import SYNC_ALL_WORKSPACES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
@@ -65,14 +65,18 @@ def start_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
             process.kill()
 
 
-def wait_for_run(database_url: str, status: str, timeout: float = 90) -> SyncRun:
+def wait_for_run(
+    database_url: str, status: str, timeout: float = 90, kind: str = "repositories"
+) -> SyncRun:
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             with sessions() as session:
-                run = session.scalars(select(SyncRun).where(SyncRun.status == status)).first()
+                run = session.scalars(
+                    select(SyncRun).where(SyncRun.status == status, SyncRun.kind == kind)
+                ).first()
                 if run is not None:
                     return run
             time.sleep(0.3)
@@ -113,11 +117,23 @@ def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
     sim = sim_factory(repos=120, access_token="sim-token")
     start_worker(worker_env(sim, postgres_url, redis_url))
     enqueue(producer(redis_url), SYNC_ALL_WORKSPACES)
-    run = wait_for_run(postgres_url, "succeeded")
-    assert run.workspace == "acme"
-    assert run.counts["seen"] == 120
-    assert run.api_calls == 2 == sim.stats()["calls_total"]
+    listing = wait_for_run(postgres_url, "succeeded")
+    assert listing.workspace == "acme"
+    assert listing.counts["seen"] == 120
+    assert listing.api_calls == 2
+    catalog = wait_for_run(postgres_url, "succeeded", kind="catalog")
+    assert catalog.counts["checked"] == 120
+    assert listing.api_calls + catalog.api_calls == sim.stats()["calls_total"]
     assert count_repositories(postgres_url) == 120
+    engine = make_engine(postgres_url)
+    try:
+        with make_session_factory(engine)() as session:
+            components = session.scalars(
+                select(CatalogEntity).where(CatalogEntity.kind == "Component")
+            ).all()
+        assert len(components) >= 60
+    finally:
+        engine.dispose()
 
 
 def test_a_task_out_of_budget_retries_later_and_resumes(

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import Select, select
 
-from app.models import CatalogEntity, Repository, Workspace
+from app.models import CatalogEntity
 from app.web import runtime
 
 catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
@@ -34,11 +34,7 @@ def _live_entities(kind: str | None = None, workspace: str | None = None) -> Sel
     if kind:
         stmt = stmt.where(CatalogEntity.kind.ilike(kind))
     if workspace:
-        stmt = (
-            stmt.join(Repository, CatalogEntity.repository_id == Repository.id)
-            .join(Workspace, Repository.workspace_id == Workspace.id)
-            .where(Workspace.slug == workspace)
-        )
+        stmt = stmt.where(CatalogEntity.workspace == workspace)
     return stmt.order_by(CatalogEntity.entity_ref)
 
 
