@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from bitbucket_sim.app import create_app
 from bitbucket_sim.config import RateSpec, SimConfig
 from bitbucket_sim.runtime import Simulator
 
 __all__ = ["RateSpec", "SimConfig", "SimServer"]
+
+
+class KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1 with persistent connections, as Bitbucket serves: clients reuse sockets."""
+
+    protocol_version = "HTTP/1.1"
 
 
 class SimServer:
@@ -31,7 +37,13 @@ class SimServer:
             if not self.config.log_requests:
                 logging.getLogger("werkzeug").setLevel(logging.WARNING)
             app = create_app(self.simulator)
-            self._server = make_server(self.config.host, self.config.port, app, threaded=True)
+            self._server = make_server(
+                self.config.host,
+                self.config.port,
+                app,
+                threaded=True,
+                request_handler=KeepAliveHandler,
+            )
             self.simulator.public_url = self.url
             self.simulator.start()
         return self._server

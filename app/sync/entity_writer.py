@@ -31,9 +31,14 @@ class EntityWriter:
         self.workspace = workspace
 
     def _existing(self, ref: str) -> CatalogEntity | None:
-        return self.session.scalars(
-            select(CatalogEntity).where(CatalogEntity.entity_ref == ref)
-        ).first()
+        # Rows added in this unit of work are pending, not yet flushed: look there first.
+        for row in self.session.new:
+            if isinstance(row, CatalogEntity) and row.entity_ref == ref:
+                return row
+        with self.session.no_autoflush:
+            return self.session.scalars(
+                select(CatalogEntity).where(CatalogEntity.entity_ref == ref)
+            ).first()
 
     def _owner(self, entity: CatalogEntity) -> str:
         if entity.catalog_file_id is not None:
@@ -89,7 +94,6 @@ class EntityWriter:
         row.updated_at = utcnow()
         row.deleted_at = None
         self.session.add(row)
-        self.session.flush()
         outcome.written += 1
         return True
 
