@@ -72,7 +72,10 @@ def run_sync(database_url: str, sim: SimProcess) -> dict[str, Any]:
     sim.reset_stats()
     output = subprocess.run(
         [sys.executable, "-m", "bench.sync_cost", "--child", database_url, sim.api_url],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     figures: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     stats = sim.stats()
@@ -100,19 +103,29 @@ def change_catalog_files(sim: SimProcess, share: float) -> int:
             f"  name: {repo['slug']}-changed\nspec:\n  type: service\n"
             "  lifecycle: production\n  owner: group:default/bench\n"
         )
-        sim.admin("POST", f"repos/{repo['slug']}/push", json={"files": {"catalog-info.yaml": content}})
+        sim.admin(
+            "POST", f"repos/{repo['slug']}/push", json={"files": {"catalog-info.yaml": content}}
+        )
     return count
 
 
 def measure(size: int) -> dict[str, Any]:
     redis.Redis.from_url(REDIS_URL).flushdb()
-    with tempfile.TemporaryDirectory() as folder, SimProcess(
-        workspace="bench", repos=size, seed=11, access_token="bench", startup_timeout=120
-    ) as sim:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        SimProcess(
+            workspace="bench", repos=size, seed=11, access_token="bench", startup_timeout=120
+        ) as sim,
+    ):
         database_url = f"sqlite:///{folder}/bench.db"
         env = {**os.environ, "DATABASE_URL": database_url}
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         repos = sim.repositories()
         files = sum(1 for r in repos if "catalog-info.yaml" in r["catalog_paths"])
         cold = run_sync(database_url, sim)
@@ -120,8 +133,13 @@ def measure(size: int) -> dict[str, Any]:
         changed = change_catalog_files(sim, 0.01)
         after = run_sync(database_url, sim)
         return {
-            "size": size, "files": files, "pages": math.ceil(size / 100), "changed": changed,
-            "cold": cold, "warm": warm, "after_change": after,
+            "size": size,
+            "files": files,
+            "pages": math.ceil(size / 100),
+            "changed": changed,
+            "cold": cold,
+            "warm": warm,
+            "after_change": after,
             "backstage_hour": backstage_hourly_calls(sim),
         }
 
