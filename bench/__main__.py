@@ -5,6 +5,9 @@
 2. What the shared budget costs per call: `RateBudget.acquire` against a bare Redis round trip.
 3. The budget across processes: calls granted to N processes racing for one window, against
    the ceiling.
+4. A full sync's calls, time and memory for 1,000 / 5,000 / 10,000 repositories, cold, warm
+   and after 1 % changed, against the Backstage provider's hourly calls (`bench/sync_cost.py`;
+   sizes from `BBSYNC_BENCH_SIZES`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from app.bitbucket.errors import BudgetExhausted
 from app.config import settings_from_env
 from app.runtime import Runtime
 from app.sync.repositories import REPOSITORY_LIST_FIELDS
+from bench import sync_cost
 from bitbucket_sim.testing import SimProcess
 
 REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -121,6 +125,9 @@ def main() -> None:
     listing_cost()
     budget_overhead()
     budget_across_processes()
+    sizes = os.environ.get("BBSYNC_BENCH_SIZES", "1000,5000,10000")
+    for size in (int(s) for s in sizes.split(",")):
+        sync_cost.report(sync_cost.measure(size))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import yaml
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from app.bitbucket.accounting import CallLedger
 from app.bitbucket.budget import Priority
@@ -179,3 +180,28 @@ def test_unknown_paths_get_a_json_error(runtime_for: Callable[..., Runtime]) -> 
     response = client_for(runtime_for()).get("/nope")
     assert response.status_code == 404
     assert response.json["error"] == "not_found"
+
+
+def test_catalog_json_answers_304_while_nothing_changed(
+    runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    rt = runtime_for()
+    with session_scope(rt.sessions) as session:
+        session.add(_entity("component:default/a", "Component"))
+    client = client_for(rt)
+    first = client.get("/catalog/entities?kind=Component")
+    etag = first.headers["ETag"]
+    assert (
+        client.get("/catalog/entities?kind=Component", headers={"If-None-Match": etag}).status_code
+        == 304
+    )
+    # Another query is another resource: its ETag differs.
+    assert client.get("/catalog/entities?kind=Group").headers["ETag"] != etag
+    with session_scope(rt.sessions) as session:
+        entity = session.scalars(select(CatalogEntity)).one()
+        entity.content_hash = "changed"
+    assert (
+        client.get("/catalog/entities?kind=Component", headers={"If-None-Match": etag}).status_code
+        == 200
+    )
