@@ -93,6 +93,10 @@ class Settings:
         default_factory=lambda: Credential(kind=CredentialKind.ANONYMOUS)
     )
     webhook_secrets: tuple[Secret, ...] = ()
+    allow_unsigned_webhooks: bool = False  # development only; the web process warns
+    webhook_max_bytes: int = 512 * 1024
+    push_coalesce_seconds: float = 5.0
+    requeue_after_seconds: int = 60
     rate_limit_per_hour: int = 1000
     rate_window_seconds: int = 3600
     rate_reserve_percent: int = 20
@@ -302,6 +306,18 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         workspaces=workspaces,
         credential=_credential(env),
         webhook_secrets=secrets,
+        allow_unsigned_webhooks=_bool(
+            "BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", get("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", "false")
+        ),
+        webhook_max_bytes=_int(
+            "BBSYNC_WEBHOOK_MAX_BYTES", get("BBSYNC_WEBHOOK_MAX_BYTES", str(512 * 1024))
+        ),
+        push_coalesce_seconds=_float(
+            "BBSYNC_PUSH_COALESCE_SECONDS", get("BBSYNC_PUSH_COALESCE_SECONDS", "5")
+        ),
+        requeue_after_seconds=_int(
+            "BBSYNC_REQUEUE_AFTER_SECONDS", get("BBSYNC_REQUEUE_AFTER_SECONDS", "60")
+        ),
         rate_limit_per_hour=_int(
             "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")
         ),

@@ -209,3 +209,78 @@ class SyncRun(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"  # stored; not yet handed to the broker (or the broker was down)
+    QUEUED = "queued"
+    PROCESSED = "processed"
+    IGNORED = "ignored"  # an event bbsync does not handle: acknowledged, not processed
+    FAILED = "failed"
+
+
+class WebhookDelivery(Base):
+    """The outbox: every webhook delivery that got a 2xx, stored before the answer."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index(None, "status", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    hook_uuid: Mapped[str | None] = mapped_column(String(64))
+    event_key: Mapped[str] = mapped_column(String(64), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    repository_uuid: Mapped[str | None] = mapped_column(String(38), index=True)
+    repository_full_name: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING.value)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enqueued_at: Mapped[datetime | None]
+    processed_at: Mapped[datetime | None]
+    processing_ms: Mapped[int | None] = mapped_column(Integer)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PullRequest(Base):
+    __tablename__ = "pull_requests"
+    __table_args__ = (UniqueConstraint("repository_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # Bitbucket's per-repository id
+    title: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    author_account_id: Mapped[str | None] = mapped_column(String(128))
+    author_display_name: Mapped[str | None] = mapped_column(String(255))
+    source_branch: Mapped[str | None] = mapped_column(String(255))
+    destination_branch: Mapped[str | None] = mapped_column(String(255))
+    source_commit: Mapped[str | None] = mapped_column(String(40))
+    destination_commit: Mapped[str | None] = mapped_column(String(40))
+    merge_commit: Mapped[str | None] = mapped_column(String(40))
+    comment_count: Mapped[int | None] = mapped_column(Integer)
+    task_count: Mapped[int | None] = mapped_column(Integer)
+    reviewers: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_on: Mapped[datetime | None]
+    updated_on: Mapped[datetime | None]
+    closed_on: Mapped[datetime | None]
+
+
+class CommitStatus(Base):
+    """A build result on a commit; `key` identifies the build."""
+
+    __tablename__ = "commit_statuses"
+    __table_args__ = (UniqueConstraint("repository_id", "commit_hash", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    commit_hash: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    refname: Mapped[str | None] = mapped_column(String(255))
+    url: Mapped[str | None] = mapped_column(Text)
+    created_on: Mapped[datetime | None]
+    updated_on: Mapped[datetime | None]

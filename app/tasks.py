@@ -6,9 +6,12 @@ code; `workers/` registers its tasks under the same names.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
+
+log = logging.getLogger(__name__)
 
 QUEUE_EVENTS = "events"  # webhook deliveries: small, latency-sensitive
 QUEUE_SYNC = "sync"  # full syncs and reconciliation: long, budget-heavy
@@ -18,11 +21,17 @@ QUEUES = (QUEUE_EVENTS, QUEUE_SYNC, QUEUE_DEFAULT)
 SYNC_ALL_WORKSPACES = "bbsync.sync.all_workspaces"
 SYNC_REPOSITORIES = "bbsync.sync.repositories"
 SYNC_WORKSPACE = "bbsync.sync.workspace"
+PROCESS_DELIVERY = "bbsync.events.process_delivery"
+REQUEUE_DELIVERIES = "bbsync.events.requeue_pending"
+REFRESH_REPOSITORY_CATALOG = "bbsync.events.refresh_repository_catalog"
 
 ROUTES: dict[str, dict[str, str]] = {
     SYNC_ALL_WORKSPACES: {"queue": QUEUE_SYNC},
     SYNC_REPOSITORIES: {"queue": QUEUE_SYNC},
     SYNC_WORKSPACE: {"queue": QUEUE_SYNC},
+    PROCESS_DELIVERY: {"queue": QUEUE_EVENTS},
+    REFRESH_REPOSITORY_CATALOG: {"queue": QUEUE_EVENTS},
+    REQUEUE_DELIVERIES: {"queue": QUEUE_DEFAULT},
 }
 
 
@@ -35,12 +44,27 @@ def producer(broker_url: str) -> Celery:
         task_routes=ROUTES,
         task_default_queue=QUEUE_DEFAULT,
         broker_connection_retry_on_startup=False,
-        broker_transport_options={"max_retries": 1},
+        broker_connection_timeout=2,
+        broker_transport_options={"max_retries": 0, "socket_connect_timeout": 2},
     )
     return app
 
 
-def enqueue(app: Celery, name: str, *args: Any, **kwargs: Any) -> str:
+def enqueue(app: Celery, name: str, *args: Any, countdown: float | None = None) -> str:
     """Send task `name` to its queue; returns the task id."""
-    result = app.send_task(name, args=args, kwargs=kwargs)
+    result = app.send_task(name, args=args, countdown=countdown, retry=False)
     return str(result.id)
+
+
+def enqueue_safely(app: Celery, name: str, *args: Any, countdown: float | None = None) -> bool:
+    """Like `enqueue`, but a broker that is down gives False instead of an error: the caller
+    has stored what the task needs, and a scheduled requeue sends it later."""
+    try:
+        enqueue(app, name, *args, countdown=countdown)
+        return True
+    except Exception as exc:
+        log.warning(
+            "broker unavailable; task left for the requeue",
+            extra={"task": name, "error": type(exc).__name__},
+        )
+        return False

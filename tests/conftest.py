@@ -129,6 +129,7 @@ def settings_for(redis_url: str, sqlite_url: str) -> Callable[..., Settings]:
             "BITBUCKET_WORKSPACES": "acme",
             "BITBUCKET_ACCESS_TOKEN": "sim-token",
             "LOG_FORMAT": "text",
+            "BITBUCKET_WEBHOOK_SECRET": "test-secret",
         }
         if sim is not None:
             env["BITBUCKET_API_URL"] = sim.api_url

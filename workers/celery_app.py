@@ -12,7 +12,7 @@ from app.config import Settings
 from app.logs import configure_logging
 from app.observability import init_sentry
 from app.runtime import Runtime
-from app.tasks import QUEUE_DEFAULT, QUEUES, ROUTES, SYNC_ALL_WORKSPACES
+from app.tasks import QUEUE_DEFAULT, QUEUES, REQUEUE_DELIVERIES, ROUTES, SYNC_ALL_WORKSPACES
 from workers.base import bind_runtime, current_runtime
 
 # Long enough for a full sync of a large workspace; the Redis broker re-delivers an unacked
@@ -56,6 +56,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "full-sync": {
             "task": SYNC_ALL_WORKSPACES,
             "schedule": float(settings.full_sync_interval_seconds),
+        },
+        "requeue-deliveries": {
+            "task": REQUEUE_DELIVERIES,
+            "schedule": float(max(5, settings.requeue_after_seconds // 2)),
         },
     }
 

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
+from celery.exceptions import Retry
+from sqlalchemy import or_, select, update
 
+from app.bitbucket.budget import Priority
+from app.models import DeliveryStatus, WebhookDelivery, utcnow
+from app.sync.catalog import CatalogSync
+from app.sync.events import EventProcessor
 from app.sync.repositories import RepositorySync
 from app.sync.workspace import WorkspaceSync
-from app.tasks import SYNC_ALL_WORKSPACES, SYNC_REPOSITORIES, SYNC_WORKSPACE
+from app.tasks import (
+    PROCESS_DELIVERY,
+    REFRESH_REPOSITORY_CATALOG,
+    REQUEUE_DELIVERIES,
+    SYNC_ALL_WORKSPACES,
+    SYNC_REPOSITORIES,
+    SYNC_WORKSPACE,
+)
 from workers.base import BbsyncTask
+
+REFRESH_KEY_PREFIX = "bbsync:catalog-refresh/"
 
 
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_ALL_WORKSPACES)
@@ -42,3 +59,117 @@ def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         sync = RepositorySync(self.runtime.bitbucket(), session, commit=session.commit)
         run = sync.run(workspace)
         return {"run_id": run.id, "status": run.status, "api_calls": run.api_calls, **run.counts}
+
+
+def schedule_catalog_refresh(task: BbsyncTask, repository_id: int) -> bool:
+    """One catalog read per repository per burst of pushes: the first push of a burst sends
+    the refresh with a short countdown; the others find it pending and send nothing."""
+    settings = task.runtime.settings
+    key = f"{REFRESH_KEY_PREFIX}{repository_id}"
+    if not task.runtime.redis.set(key, "1", nx=True, ex=int(settings.push_coalesce_seconds) + 300):
+        return False
+    task.app.send_task(
+        REFRESH_REPOSITORY_CATALOG, args=[repository_id], countdown=settings.push_coalesce_seconds
+    )
+    return True
+
+
+@shared_task(bind=True, base=BbsyncTask, name=PROCESS_DELIVERY, soft_time_limit=120, time_limit=150)
+def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
+    """Apply one stored webhook delivery (idempotent: a processed one is skipped)."""
+    refresh: list[int] = []
+    started = time.monotonic()
+    try:
+        with self.retrying(), self.unit_of_work() as session:
+            delivery = session.get(WebhookDelivery, delivery_id)
+            if delivery is None:
+                return f"delivery {delivery_id} not found"
+            if delivery.status in (DeliveryStatus.PROCESSED.value, DeliveryStatus.IGNORED.value):
+                return f"delivery {delivery_id} already {delivery.status}"
+            processor = EventProcessor(
+                self.runtime.bitbucket(Priority.WEBHOOK),
+                session,
+                self.runtime.settings,
+                schedule_refresh=refresh.append,
+            )
+            summary = processor.process(delivery)
+            delivery.status = DeliveryStatus.PROCESSED.value
+            delivery.processed_at = utcnow()
+            delivery.processing_ms = int((time.monotonic() - started) * 1000)
+            delivery.tries = (delivery.tries or 0) + 1
+            delivery.error = None
+    except Retry:
+        raise
+    except Exception as exc:
+        # Recorded where an operator sees it (`/api/deliveries`, `bbsync deliveries`), then
+        # raised so Celery and Sentry see it too; `bbsync deliveries retry` sends it again.
+        _record_failure(self, delivery_id, exc)
+        raise
+    # Only after the commit: the refresh must find what this delivery stored.
+    for repository_id in dict.fromkeys(refresh):
+        schedule_catalog_refresh(self, repository_id)
+    return summary
+
+
+def _record_failure(task: BbsyncTask, delivery_id: int, exc: Exception) -> None:
+    with task.unit_of_work() as session:
+        delivery = session.get(WebhookDelivery, delivery_id)
+        if delivery is not None:
+            delivery.status = DeliveryStatus.FAILED.value
+            delivery.error = f"{type(exc).__name__}: {exc}"[:2000]
+            delivery.tries = (delivery.tries or 0) + 1
+            delivery.processed_at = utcnow()
+
+
+@shared_task(
+    bind=True,
+    base=BbsyncTask,
+    name=REFRESH_REPOSITORY_CATALOG,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def refresh_repository_catalog(self: BbsyncTask, repository_id: int) -> dict[str, Any]:
+    """Read one repository's catalog files now, on the webhook reserve."""
+    # From here on a new push schedules a new refresh: nothing pushed during this read is lost.
+    self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}")
+    with self.retrying(), self.unit_of_work() as session:
+        return CatalogSync(
+            self.runtime.bitbucket(Priority.WEBHOOK),
+            session,
+            session.commit,
+            self.runtime.settings,
+        ).refresh_repository(repository_id)
+
+
+@shared_task(bind=True, base=BbsyncTask, name=REQUEUE_DELIVERIES)
+def requeue_pending(self: BbsyncTask, limit: int = 500) -> int:
+    """Send again the deliveries the broker never got (it was down when they arrived), and
+    those queued long ago that no worker finished."""
+    now = utcnow()
+    settings = self.runtime.settings
+    with self.unit_of_work() as session:
+        stuck = session.scalars(
+            select(WebhookDelivery.id)
+            .where(
+                or_(
+                    (WebhookDelivery.status == DeliveryStatus.PENDING.value)
+                    & (
+                        WebhookDelivery.received_at
+                        < now - timedelta(seconds=settings.requeue_after_seconds)
+                    ),
+                    (WebhookDelivery.status == DeliveryStatus.QUEUED.value)
+                    & (WebhookDelivery.enqueued_at < now - timedelta(hours=1)),
+                )
+            )
+            .order_by(WebhookDelivery.received_at)
+            .limit(limit)
+        ).all()
+        for delivery_id in stuck:
+            self.app.send_task(PROCESS_DELIVERY, args=[delivery_id])
+        if stuck:
+            session.execute(
+                update(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(stuck))
+                .values(status=DeliveryStatus.QUEUED.value, enqueued_at=now)
+            )
+    return len(stuck)

@@ -79,19 +79,7 @@ class CatalogSync:
     def run(self, workspace: str) -> SyncRun:
         ws = self.session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
         run = SyncRun(kind=KIND, workspace=workspace)
-        self.counts = {
-            "candidates": 0,
-            "checked": 0,
-            "files_fetched": 0,
-            "files_unchanged": 0,
-            "files_missing": 0,
-            "parse_errors": 0,
-            "entities_written": 0,
-            "entities_deleted": 0,
-            "failures": 0,
-            "conflicts": [],
-            "discovery": "none",
-        }
+        self._reset_counts()
         run.counts = dict(self.counts)
         self.session.add(run)
         self.commit()
@@ -114,6 +102,36 @@ class CatalogSync:
             raise
         self._finish(run, calls_before, started)
         return run
+
+    def _reset_counts(self) -> None:
+        self.counts = {
+            "candidates": 0,
+            "checked": 0,
+            "files_fetched": 0,
+            "files_unchanged": 0,
+            "files_missing": 0,
+            "parse_errors": 0,
+            "entities_written": 0,
+            "entities_deleted": 0,
+            "failures": 0,
+            "conflicts": [],
+            "discovery": "none",
+        }
+
+    def refresh_repository(self, repository_id: int) -> dict[str, Any]:
+        """Read one repository's catalog files now, whatever its checked marks say (a push,
+        a rename or a new repository named it). The caller commits."""
+        self._reset_counts()
+        repo = self.session.get(Repository, repository_id)
+        if repo is None or repo.deleted_at is not None:
+            return {"skipped": "repository unknown or deleted"}
+        ws = self.session.get(Workspace, repo.workspace_id)
+        assert ws is not None
+        self.counts["candidates"] = 1
+        self._refresh(ws, repo, None, repo.head_commit)
+        if self.counts["failures"]:
+            raise BitbucketError(f"catalog files of {repo.full_name} could not be read")
+        return dict(self.counts)
 
     def _finish(self, run: SyncRun, calls_before: int, started: float) -> None:
         run.counts = dict(self.counts)

@@ -153,78 +153,10 @@ class RepositorySync:
 
     def _workspace(self, slug: str, repos: list[dict[str, Any]]) -> Workspace:
         ref = next((r["workspace"] for r in repos if r.get("workspace")), None)
-        if ref is None:
-            existing = self.session.scalars(select(Workspace).where(Workspace.slug == slug)).first()
-            if existing is not None:
-                return existing
-            body = self.client.get_json(api_path("workspaces", slug))
-            ref = {"uuid": body["uuid"], "slug": body.get("slug", slug), "name": body.get("name")}
-        upsert(
-            self.session,
-            Workspace,
-            [
-                {
-                    "uuid": ref["uuid"],
-                    "slug": slug,
-                    "name": ref.get("name") or slug,
-                    "updated_at": utcnow(),
-                }
-            ],
-            ["uuid"],
-        )
-        row = self.session.scalars(select(Workspace).where(Workspace.uuid == ref["uuid"])).one()
-        return row
+        return ensure_workspace(self.session, self.client, slug, ref)
 
     def _store(self, workspace: Workspace, repos: list[dict[str, Any]]) -> None:
-        projects = {r["project"]["uuid"]: r["project"] for r in repos if r.get("project")}
-        now = utcnow()
-        upsert(
-            self.session,
-            Project,
-            [
-                {
-                    "uuid": p["uuid"],
-                    "workspace_id": workspace.id,
-                    "key": p["key"],
-                    "name": p.get("name") or p["key"],
-                    "updated_at": now,
-                }
-                for p in projects.values()
-            ],
-            ["uuid"],
-        )
-        project_ids: dict[str, int] = {}
-        if projects:
-            rows = self.session.execute(
-                select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects)))
-            )
-            project_ids = {uuid: id_ for uuid, id_ in rows}
-        upsert(
-            self.session,
-            Repository,
-            [
-                {
-                    "uuid": r["uuid"],
-                    "workspace_id": workspace.id,
-                    "project_id": project_ids.get(r["project"]["uuid"])
-                    if r.get("project")
-                    else None,
-                    "slug": r["slug"],
-                    "full_name": r["full_name"],
-                    "name": r["name"] or r["slug"],
-                    "description": r["description"],
-                    "is_private": r["is_private"],
-                    "language": r["language"],
-                    "default_branch": r["mainbranch"]["name"] if r.get("mainbranch") else None,
-                    "created_on": r["created_on"],
-                    "updated_on": r["updated_on"],
-                    "synced_at": now,
-                    "deleted_at": None,
-                }
-                for r in repos
-            ],
-            ["uuid"],
-        )
+        store_repositories(self.session, workspace, repos)
 
     def _sweep(self, workspace: Workspace, since: datetime) -> tuple[int, str | None]:
         """Soft-delete live repositories this run did not see; refuse a mass deletion."""
@@ -251,3 +183,80 @@ class RepositorySync:
             .execution_options(synchronize_session=False)
         )
         return missing, None
+
+
+def ensure_workspace(
+    session: Session, client: BitbucketClient, slug: str, ref: dict[str, Any] | None = None
+) -> Workspace:
+    """The workspace row, created from `ref` (a payload's workspace) or one API call."""
+    if ref is None:
+        existing = session.scalars(select(Workspace).where(Workspace.slug == slug)).first()
+        if existing is not None:
+            return existing
+        body = client.get_json(api_path("workspaces", slug))
+        ref = {"uuid": body["uuid"], "slug": body.get("slug", slug), "name": body.get("name")}
+    upsert(
+        session,
+        Workspace,
+        [
+            {
+                "uuid": ref["uuid"],
+                "slug": slug,
+                "name": ref.get("name") or slug,
+                "updated_at": utcnow(),
+            }
+        ],
+        ["uuid"],
+    )
+    return session.scalars(select(Workspace).where(Workspace.uuid == ref["uuid"])).one()
+
+
+def store_repositories(session: Session, workspace: Workspace, repos: list[dict[str, Any]]) -> None:
+    """Upsert repositories (as loaded by `RepositorySchema`) and their projects, in batch."""
+    projects = {r["project"]["uuid"]: r["project"] for r in repos if r.get("project")}
+    now = utcnow()
+    upsert(
+        session,
+        Project,
+        [
+            {
+                "uuid": p["uuid"],
+                "workspace_id": workspace.id,
+                "key": p["key"],
+                "name": p.get("name") or p["key"],
+                "updated_at": now,
+            }
+            for p in projects.values()
+        ],
+        ["uuid"],
+    )
+    project_ids: dict[str, int] = {}
+    if projects:
+        rows = session.execute(
+            select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects)))
+        )
+        project_ids = {uuid: id_ for uuid, id_ in rows}
+    upsert(
+        session,
+        Repository,
+        [
+            {
+                "uuid": r["uuid"],
+                "workspace_id": workspace.id,
+                "project_id": project_ids.get(r["project"]["uuid"]) if r.get("project") else None,
+                "slug": r["slug"],
+                "full_name": r["full_name"],
+                "name": r["name"] or r["slug"],
+                "description": r["description"],
+                "is_private": r["is_private"],
+                "language": r["language"],
+                "default_branch": r["mainbranch"]["name"] if r.get("mainbranch") else None,
+                "created_on": r["created_on"],
+                "updated_on": r["updated_on"],
+                "synced_at": now,
+                "deleted_at": None,
+            }
+            for r in repos
+        ],
+        ["uuid"],
+    )

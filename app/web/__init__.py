@@ -2,37 +2,55 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
-from app.config import Settings, load_settings
+from app.config import Settings, SettingsError, load_settings
 from app.logs import configure_logging
 from app.observability import init_sentry
 from app.runtime import Runtime
+from app.tasks import producer
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     """Build the web app. Settings are read from the environment when not given."""
     settings = settings or (runtime.settings if runtime else load_settings())
     runtime = runtime or Runtime(settings)
+    if not settings.webhook_secrets and not settings.allow_unsigned_webhooks:
+        raise SettingsError(
+            "BITBUCKET_WEBHOOK_SECRET: required by the web process to verify webhooks "
+            "(set BBSYNC_ALLOW_UNSIGNED_WEBHOOKS=true only for development)"
+        )
     configure_logging(settings)
+    if not settings.webhook_secrets:
+        log.warning(
+            "webhooks are accepted unsigned (BBSYNC_ALLOW_UNSIGNED_WEBHOOKS): development only"
+        )
     init_sentry(settings, component="web")
 
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bbsync"] = runtime
+    # Sends tasks by name; connects to the broker only when a delivery is enqueued.
+    app.extensions["bbsync.producer"] = producer(settings.broker_url)
+    app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes + 64 * 1024
 
     from app.web.api import api
     from app.web.catalog import catalog
     from app.web.health import health
     from app.web.metrics import metrics
+    from app.web.webhooks import webhooks
 
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(api)
     app.register_blueprint(catalog)
+    app.register_blueprint(webhooks)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
