@@ -64,7 +64,10 @@ def receive() -> Any:
             401, "invalid_signature", "X-Hub-Signature missing or not the HMAC-SHA256 of the body"
         )
     try:
-        headers = _headers_schema.load(dict(request.headers))
+        # Header names are case-insensitive; the schema names them as Bitbucket spells them.
+        headers = _headers_schema.load(
+            {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+        )
     except ValidationError as exc:
         return _error(
             400,
