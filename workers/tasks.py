@@ -61,17 +61,27 @@ def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         return {"run_id": run.id, "status": run.status, "api_calls": run.api_calls, **run.counts}
 
 
-def schedule_catalog_refresh(task: BbsyncTask, repository_id: int) -> bool:
-    """One catalog read per repository per burst of pushes: the first push of a burst sends
-    the refresh with a short countdown; the others find it pending and send nothing."""
-    settings = task.runtime.settings
-    key = f"{REFRESH_KEY_PREFIX}{repository_id}"
-    if not task.runtime.redis.set(key, "1", nx=True, ex=int(settings.push_coalesce_seconds) + 300):
-        return False
-    task.app.send_task(
-        REFRESH_REPOSITORY_CATALOG, args=[repository_id], countdown=settings.push_coalesce_seconds
-    )
-    return True
+def schedule_catalog_refresh(task: BbsyncTask, repository_id: int) -> str:
+    """Coalesce the catalog reads of a burst of pushes to one repository.
+
+    The first push after a quiet spell is read at once (fresh within a second); pushes within
+    the next `push_coalesce_seconds` share one trailing read at the end of that window, which
+    sees all of them. So a burst costs at most two reads per window, however many pushes.
+    """
+    redis_client = task.runtime.redis
+    window_ms = int(task.runtime.settings.push_coalesce_seconds * 1000)
+    window = f"{REFRESH_KEY_PREFIX}{repository_id}"
+    if redis_client.set(window, "1", nx=True, px=window_ms):
+        task.app.send_task(REFRESH_REPOSITORY_CATALOG, args=[repository_id, False])
+        return "now"
+    trailing = f"{window}/trailing"
+    if redis_client.set(trailing, "1", nx=True, px=window_ms + 60_000):
+        remaining_ms = max(0, int(redis_client.pttl(window) or 0))  # type: ignore[arg-type]
+        task.app.send_task(
+            REFRESH_REPOSITORY_CATALOG, args=[repository_id, True], countdown=remaining_ms / 1000
+        )
+        return "trailing"
+    return "coalesced"
 
 
 @shared_task(bind=True, base=BbsyncTask, name=PROCESS_DELIVERY, soft_time_limit=120, time_limit=150)
@@ -128,10 +138,13 @@ def _record_failure(task: BbsyncTask, delivery_id: int, exc: Exception) -> None:
     soft_time_limit=300,
     time_limit=330,
 )
-def refresh_repository_catalog(self: BbsyncTask, repository_id: int) -> dict[str, Any]:
+def refresh_repository_catalog(
+    self: BbsyncTask, repository_id: int, trailing: bool = False
+) -> dict[str, Any]:
     """Read one repository's catalog files now, on the webhook reserve."""
-    # From here on a new push schedules a new refresh: nothing pushed during this read is lost.
-    self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}")
+    if trailing:
+        # From here on a new push schedules another trailing read: none is lost.
+        self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}/trailing")
     with self.retrying(), self.unit_of_work() as session:
         return CatalogSync(
             self.runtime.bitbucket(Priority.WEBHOOK),
