@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.errors import BitbucketError, RetryLater
+from app.cli_webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
 from app.logs import configure_logging
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
@@ -265,6 +266,9 @@ def _mask_url(url: str) -> str:
     except Exception:
         return "(unparsable)"
 
+
+main.add_command(webhooks)
+main.add_command(deliveries)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""JSON API: the shared rate budget and the catalog files bbsync reads."""
+"""JSON API: the shared rate budget, the catalog files bbsync reads, webhook deliveries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import or_, select
 
-from app.models import CatalogFile, Repository, Workspace
+from app.models import CatalogFile, DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.web import runtime
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -100,3 +100,56 @@ def budget() -> Any:
         return jsonify(error="redis_unavailable", message=type(exc).__name__), 503
     snapshot["credential"] = rt.settings.credential.kind.value
     return jsonify(_budget_schema.dump(snapshot))
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer()
+    request_uuid = fields.String()
+    event_key = fields.String(data_key="event")
+    repository_full_name = fields.String(data_key="repository", allow_none=True)
+    status = fields.String()
+    attempt = fields.Integer()
+    tries = fields.Integer()
+    received_at = fields.DateTime()
+    processed_at = fields.DateTime(allow_none=True)
+    processing_ms = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+
+
+class DeliveryQuerySchema(Schema):
+    status = fields.String(
+        load_default=None, validate=validate.OneOf([s.value for s in DeliveryStatus])
+    )
+    event = fields.String(load_default=None)
+    repository = fields.String(load_default=None)
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+_delivery_schema = DeliverySchema(many=True)
+_delivery_query_schema = DeliveryQuerySchema()
+
+
+@api.get("/deliveries")
+def deliveries() -> Any:
+    """Recent webhook deliveries, newest first: what arrived and what failed."""
+    try:
+        query = _delivery_query_schema.load(request.args)
+    except ValidationError as exc:
+        return jsonify(error="invalid_query", fields=exc.messages), 400
+    stmt = select(WebhookDelivery).order_by(
+        WebhookDelivery.received_at.desc(), WebhookDelivery.id.desc()
+    )
+    if query["status"]:
+        stmt = stmt.where(WebhookDelivery.status == query["status"])
+    if query["event"]:
+        stmt = stmt.where(WebhookDelivery.event_key == query["event"])
+    if query["repository"]:
+        stmt = stmt.where(WebhookDelivery.repository_full_name == query["repository"])
+    with runtime().sessions() as session:
+        rows = list(session.scalars(stmt.offset(query["offset"]).limit(query["limit"] + 1)))
+    more = len(rows) > query["limit"]
+    return jsonify(
+        items=_delivery_schema.dump(rows[: query["limit"]]),
+        next_offset=query["offset"] + query["limit"] if more else None,
+    )
