@@ -244,8 +244,15 @@ def report(
             f"  time between pushes to the same repository: median "
             f"{percentile(cycle, 50):.2f} s (coalescing window {COALESCE_SECONDS:g} s)"
         )
-    print(f"  pushes read at once:           {len(read_now):3d}   {_summary(read_now)}")
-    print(f"  pushes coalesced (window open): {len(coalesced):3d}   {_summary(coalesced)}")
+    print(f"  pushes finding no window open: {len(read_now):3d}   {_summary(read_now)}")
+    print(f"  pushes finding the window open:{len(coalesced):3d}   {_summary(coalesced)}")
+    slow = sorted(served, key=lambda p: p.latency or 0.0, reverse=True)[:3]
+    print(
+        f"  served after more than 1 s: {sum(1 for x in latencies if x > 1)}; slowest: "
+        + ", ".join(
+            f"{p.slug} {p.latency or 0:.2f} s (window had {p.window_left:.2f} s left)" for p in slow
+        )
+    )
     not_2xx = {s: n for s, n in webhook_statuses.items() if not s.startswith("2")}
     polls_not_ok = {s: n for s, n in poller.statuses.items() if s not in ("200", "304")}
     print(
@@ -351,7 +358,9 @@ def main(argv: list[str] | None = None) -> None:
             run = uuid.uuid4().hex[:6]
             poller = CatalogPoller(web_url)
             with rt.sessions() as session:
-                ids = dict(session.execute(select(Repository.slug, Repository.id)).tuples().all())
+                ids = {
+                    r.slug: r.id for r in session.execute(select(Repository.slug, Repository.id))
+                }
 
             def window(slug: str) -> float:
                 left: Any = rt.redis.pttl(f"{REFRESH_KEY_PREFIX}{ids[slug]}")

@@ -37,6 +37,11 @@ fi
 
 alembic upgrade head
 bbsync sync || echo "initial sync did not finish; the workers will retry on schedule" >&2
+if [ -n "$SIM_PID" ]; then
+  # The demo is real-time too: the simulator delivers signed webhooks to the web process.
+  bbsync webhooks install --url "http://127.0.0.1:$PORT/webhooks/bitbucket"
+  echo "webhook installed: push a change with POST ${BITBUCKET_API_URL%/2.0}/_sim/repos/<slug>/push (bitbucket_sim/README.md)"
+fi
 
 cat <<MSG
 

@@ -4,6 +4,8 @@ real process. Each test gets its own database and a clean Redis database."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -152,3 +154,19 @@ def runtime_for(settings_for: Callable[..., Settings]) -> Iterator[Callable[...,
     for rt in made:
         if "engine" in rt.__dict__:
             rt.engine.dispose()
+
+
+# The console script installed beside this interpreter (the venv's bin).
+BBSYNC = str(Path(sys.executable).parent / "bbsync")
+
+
+def run_bbsync(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The `bbsync` command in its own process, with `env` over this environment."""
+    return subprocess.run(
+        [BBSYNC, *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

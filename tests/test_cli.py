@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
+from tests.conftest import migrate, run_bbsync
 
-# The console script installed beside this interpreter (the venv's bin).
-BBSYNC = str(Path(sys.executable).parent / "bbsync")
-
-
-def bbsync(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [BBSYNC, *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+bbsync = run_bbsync
 
 
 def test_sync_then_status(

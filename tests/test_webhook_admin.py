@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,21 +14,12 @@ from app.models import WebhookDelivery
 from app.runtime import Runtime
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
+from tests.conftest import migrate, run_bbsync
 
-BBSYNC = str(Path(sys.executable).parent / "bbsync")
 HOOK_URL = "https://bbsync.example.com/webhooks/bitbucket"
 
 
-def bbsync(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [BBSYNC, *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+bbsync = run_bbsync
 
 
 def hooks(sim: SimProcess) -> list[dict]:

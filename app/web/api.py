@@ -11,6 +11,7 @@ from sqlalchemy import or_, select
 
 from app.models import CatalogFile, DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.web import runtime
+from app.web.paging import PageQuerySchema, fetch_page
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -39,11 +40,9 @@ class CatalogFileSchema(Schema):
     entity_conflicts = fields.List(fields.String(), allow_none=True)
 
 
-class CatalogFileQuerySchema(Schema):
+class CatalogFileQuerySchema(PageQuerySchema):
     workspace = fields.String(load_default=None)
     errors = fields.Boolean(load_default=False)
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 _file_schema = CatalogFileSchema(many=True)
@@ -72,7 +71,7 @@ def catalog_files() -> Any:
             or_(CatalogFile.parse_error.is_not(None), CatalogFile.entity_conflicts.is_not(None))
         )
     with runtime().sessions() as session:
-        rows = session.execute(stmt.offset(query["offset"]).limit(query["limit"] + 1)).all()
+        rows, next_offset = fetch_page(lambda s: session.execute(s).all(), stmt, query)
     items = [
         {
             "repository": full_name,
@@ -82,13 +81,9 @@ def catalog_files() -> Any:
             "parse_error": f.parse_error,
             "entity_conflicts": f.entity_conflicts,
         }
-        for f, full_name in rows[: query["limit"]]
+        for f, full_name in rows
     ]
-    more = len(rows) > query["limit"]
-    return jsonify(
-        items=_file_schema.dump(items),
-        next_offset=query["offset"] + query["limit"] if more else None,
-    )
+    return jsonify(items=_file_schema.dump(items), next_offset=next_offset)
 
 
 @api.get("/budget")
@@ -116,14 +111,12 @@ class DeliverySchema(Schema):
     error = fields.String(allow_none=True)
 
 
-class DeliveryQuerySchema(Schema):
+class DeliveryQuerySchema(PageQuerySchema):
     status = fields.String(
         load_default=None, validate=validate.OneOf([s.value for s in DeliveryStatus])
     )
     event = fields.String(load_default=None)
     repository = fields.String(load_default=None)
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 _delivery_schema = DeliverySchema(many=True)
@@ -147,9 +140,5 @@ def deliveries() -> Any:
     if query["repository"]:
         stmt = stmt.where(WebhookDelivery.repository_full_name == query["repository"])
     with runtime().sessions() as session:
-        rows = list(session.scalars(stmt.offset(query["offset"]).limit(query["limit"] + 1)))
-    more = len(rows) > query["limit"]
-    return jsonify(
-        items=_delivery_schema.dump(rows[: query["limit"]]),
-        next_offset=query["offset"] + query["limit"] if more else None,
-    )
+        rows, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
+    return jsonify(items=_delivery_schema.dump(rows), next_offset=next_offset)

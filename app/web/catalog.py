@@ -10,20 +10,20 @@ from typing import Any
 
 import yaml
 from flask import Blueprint, Response, jsonify, request
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import ValidationError, fields, validate
 from sqlalchemy import Select, select
 
 from app.models import CatalogEntity
 from app.web import runtime
+from app.web.paging import PageQuerySchema, fetch_page
 
 catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
 
 
-class EntityQuerySchema(Schema):
+class EntityQuerySchema(PageQuerySchema):
     kind = fields.String(load_default=None)
     workspace = fields.String(load_default=None)
     limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
 _query_schema = EntityQuerySchema()
@@ -74,14 +74,12 @@ def entities_json() -> Any:
         return jsonify(error="invalid_query", fields=exc.messages), 400
     with runtime().sessions() as session:
         stmt = _live_entities(query["kind"], query["workspace"])
-        entities = list(session.scalars(stmt.offset(query["offset"]).limit(query["limit"] + 1)))
-        has_more = len(entities) > query["limit"]
-        entities = entities[: query["limit"]]
+        entities, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
         etag = _etag(entities, extra=request.query_string.decode())
         body = {
             "items": [e.body for e in entities],
             "offset": query["offset"],
             "limit": query["limit"],
-            "next_offset": query["offset"] + query["limit"] if has_more else None,
+            "next_offset": next_offset,
         }
     return _conditional(json.dumps(body), etag, "application/json")
