@@ -264,6 +264,14 @@ def test_deliveries_arriving_while_the_broker_is_down_are_all_processed(
     # A second web process whose broker is unreachable: deliveries are stored, not queued.
     port = free_port()
     env = {**system.env, "CELERY_BROKER_URL": "redis://127.0.0.1:1/0"}
+    hooks = f"{system.sim.api_url}/workspaces/acme/hooks"
+    auth = {"Authorization": "Bearer sim-token"}
+    main_hook = next(
+        h
+        for h in requests.get(hooks, headers=auth, timeout=10).json()["values"]
+        if h["url"].startswith(system.web_url)
+    )
+    main_hook_url = f"{hooks}/{main_hook['uuid']}"
     web = start(
         [
             str(Path(sys.executable).parent / "gunicorn"),
@@ -276,14 +284,6 @@ def test_deliveries_arriving_while_the_broker_is_down_are_all_processed(
         env,
         tmp_path / "web-nobroker.log",
     )
-    hooks = f"{system.sim.api_url}/workspaces/acme/hooks"
-    auth = {"Authorization": "Bearer sim-token"}
-    main_hook = next(
-        h
-        for h in requests.get(hooks, headers=auth, timeout=10).json()["values"]
-        if h["url"].startswith(system.web_url)
-    )
-    main_hook_url = f"{hooks}/{main_hook['uuid']}"
     try:
         system.wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
         # Only the broker-less web process hears about these pushes.

@@ -27,6 +27,9 @@ from app.tasks import (
 from workers.base import BbsyncTask
 
 REFRESH_KEY_PREFIX = "bbsync:catalog-refresh/"
+# A delivery queued this long ago and not processed was lost (the web process died between
+# storing and enqueueing, or the broker dropped it): processing is idempotent, send it again.
+STALE_QUEUED = timedelta(minutes=10)
 
 
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_ALL_WORKSPACES)
@@ -171,7 +174,7 @@ def requeue_pending(self: BbsyncTask, limit: int = 500) -> int:
                         < now - timedelta(seconds=settings.requeue_after_seconds)
                     ),
                     (WebhookDelivery.status == DeliveryStatus.QUEUED.value)
-                    & (WebhookDelivery.enqueued_at < now - timedelta(hours=1)),
+                    & (WebhookDelivery.enqueued_at < now - STALE_QUEUED),
                 )
             )
             .order_by(WebhookDelivery.received_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from marshmallow import Schema, fields, validate
 from sqlalchemy import Select
@@ -20,7 +20,7 @@ class PageQuerySchema(Schema):
 
 def fetch_page(
     fetch: Callable[[Any], Sequence[T]],
-    stmt: Select[Unpack[tuple[Any, ...]]],
+    stmt: Select[*tuple[Any, ...]],
     query: dict[str, Any],
 ) -> tuple[list[T], int | None]:
     """One page of `stmt`, and the offset of the next page (None on the last one)."""

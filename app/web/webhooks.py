@@ -104,7 +104,11 @@ def receive() -> Any:
         body=body,
         repository_uuid=repository.get("uuid"),
         repository_full_name=repository.get("full_name"),
-        status=(DeliveryStatus.PENDING if handled else DeliveryStatus.IGNORED).value,
+        # Optimistically `queued`: one transaction on the common path. If the broker turns
+        # out to be down it goes back to `pending`; a crash in between leaves it `queued`,
+        # which the requeue task also sends again after a while.
+        status=(DeliveryStatus.QUEUED if handled else DeliveryStatus.IGNORED).value,
+        enqueued_at=utcnow() if handled else None,
     )
     session = rt.sessions()
     try:
@@ -128,23 +132,23 @@ def receive() -> Any:
     queued = enqueue_safely(
         current_app.extensions["bbsync.producer"], PROCESS_DELIVERY, delivery_id
     )
-    if queued:
-        _mark_queued(delivery_id)
+    if not queued:
+        _mark_pending(delivery_id)
     return jsonify(status="accepted", delivery=delivery_id, queued=queued), 202
 
 
-def _mark_queued(delivery_id: int) -> None:
-    """`pending` → `queued`, unless a fast worker already moved it further."""
+def _mark_pending(delivery_id: int) -> None:
+    """Back to `pending` for the requeue task, since the broker did not take it."""
     try:
         with runtime().sessions.begin() as session:
             session.execute(
                 update(WebhookDelivery)
                 .where(
                     WebhookDelivery.id == delivery_id,
-                    WebhookDelivery.status == DeliveryStatus.PENDING.value,
+                    WebhookDelivery.status == DeliveryStatus.QUEUED.value,
                 )
-                .values(status=DeliveryStatus.QUEUED.value, enqueued_at=utcnow())
+                .values(status=DeliveryStatus.PENDING.value, enqueued_at=None)
             )
     except SQLAlchemyError:
-        # Stored and enqueued: the requeue task may enqueue it once more, which is harmless.
-        log.warning("delivery queued but not marked", extra={"delivery": delivery_id})
+        # Stored as `queued`: the requeue task sends it once it has waited long enough.
+        log.warning("delivery left queued without a broker", extra={"delivery": delivery_id})
