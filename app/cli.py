@@ -17,10 +17,11 @@ from app.config import Settings, SettingsError, load_settings
 from app.logs import configure_logging
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
 from app.runtime import Runtime
+from app.sync.activity import ActivityReconcile
 from app.sync.catalog import CatalogProgress
 from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
-from app.tasks import SYNC_WORKSPACE, enqueue, producer
+from app.tasks import RECONCILE_ACTIVITY, SYNC_WORKSPACE, enqueue, producer
 
 
 def _runtime(ctx: click.Context) -> Runtime:
@@ -51,8 +52,11 @@ def _workspaces(settings: Settings, chosen: tuple[str, ...]) -> tuple[str, ...]:
 @main.command()
 @click.option("--workspace", "-w", "chosen", multiple=True, help="Only this workspace.")
 @click.option("--queue", is_flag=True, help="Enqueue on the workers instead of running here.")
+@click.option(
+    "--activity", is_flag=True, help="Reconcile pull requests, pipelines and build statuses."
+)
 @click.pass_context
-def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool) -> None:
+def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool, activity: bool) -> None:
     """Sync now: list every repository of each workspace, then read the catalog files that
     changed since the last sync."""
     rt = _runtime(ctx)
@@ -60,12 +64,14 @@ def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool) -> None:
     if queue:
         app = producer(rt.settings.broker_url)
         for workspace in workspaces:
-            task_id = enqueue(app, SYNC_WORKSPACE, workspace)
+            task_id = enqueue(app, RECONCILE_ACTIVITY if activity else SYNC_WORKSPACE, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
         return
     failed = False
     for workspace in workspaces:
-        failed |= not _sync_workspace(rt, workspace)
+        failed |= not (
+            _reconcile_activity(rt, workspace) if activity else _sync_workspace(rt, workspace)
+        )
     if failed:
         sys.exit(1)
 
@@ -102,6 +108,25 @@ def _sync_workspace(rt: Runtime, workspace: str) -> bool:
                     click.echo(f"\n{workspace}: failed: {exc}", err=True)
                     return False
             _report_run(workspace, run)
+    return True
+
+
+def _reconcile_activity(rt: Runtime, workspace: str) -> bool:
+    with rt.sessions() as session:
+        try:
+            run = ActivityReconcile(
+                rt.bitbucket(),
+                session,
+                session.commit,
+                pipelines=rt.settings.reconcile_pipelines,
+            ).run(workspace)
+        except RetryLater as exc:
+            click.echo(f"{workspace}: paused, run again to resume: {exc}", err=True)
+            return False
+        except BitbucketError as exc:
+            click.echo(f"{workspace}: failed: {exc}", err=True)
+            return False
+        _report_run(workspace, run)
     return True
 
 

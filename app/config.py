@@ -97,6 +97,11 @@ class Settings:
     webhook_max_bytes: int = 512 * 1024
     push_coalesce_seconds: float = 5.0
     requeue_after_seconds: int = 60
+    api_tokens: tuple[Secret, ...] = ()
+    activity_interval_seconds: int = 6 * 3600
+    reconcile_pipelines: bool = True
+    health_pipeline_runs: int = 20
+    retention_days: int = 90
     rate_limit_per_hour: int = 1000
     rate_window_seconds: int = 3600
     rate_reserve_percent: int = 20
@@ -306,6 +311,19 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         workspaces=workspaces,
         credential=_credential(env),
         webhook_secrets=secrets,
+        api_tokens=tuple(
+            Secret(t.strip()) for t in get("BBSYNC_API_TOKENS").split(",") if t.strip()
+        ),
+        activity_interval_seconds=_int(
+            "BBSYNC_ACTIVITY_INTERVAL", get("BBSYNC_ACTIVITY_INTERVAL", str(6 * 3600))
+        ),
+        reconcile_pipelines=_bool(
+            "BBSYNC_RECONCILE_PIPELINES", get("BBSYNC_RECONCILE_PIPELINES", "true")
+        ),
+        health_pipeline_runs=_int(
+            "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
+        ),
+        retention_days=_int("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
         allow_unsigned_webhooks=_bool(
             "BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", get("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", "false")
         ),

@@ -57,7 +57,11 @@ class TextFormatter(_Masking):
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
-    values = [settings.credential.secret.reveal(), *(s.reveal() for s in settings.webhook_secrets)]
+    values = [
+        settings.credential.secret.reveal(),
+        *(s.reveal() for s in settings.webhook_secrets),
+        *(s.reveal() for s in settings.api_tokens),
+    ]
     if settings.sentry_dsn:
         values.append(settings.sentry_dsn.reveal())
     return tuple(v for v in values if v)

@@ -123,6 +123,11 @@ class Repository(Base):
     # A repository whose values still match costs no file fetch.
     catalog_checked_on: Mapped[datetime | None]
     catalog_checked_head: Mapped[str | None] = mapped_column(String(40))
+    last_push_at: Mapped[datetime | None]
+    # Incremental reconciliation of pull requests: the newest `updated_on` stored so far,
+    # advanced only after a complete walk; and when activity was last reconciled.
+    pull_requests_cursor: Mapped[datetime | None]
+    activity_reconciled_at: Mapped[datetime | None]
 
     workspace: Mapped[Workspace] = relationship(back_populates="repositories")
     project: Mapped[Project | None] = relationship()
@@ -245,7 +250,10 @@ class WebhookDelivery(Base):
 
 class PullRequest(Base):
     __tablename__ = "pull_requests"
-    __table_args__ = (UniqueConstraint("repository_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("repository_id", "number"),
+        Index(None, "repository_id", "state"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
@@ -271,7 +279,10 @@ class CommitStatus(Base):
     """A build result on a commit; `key` identifies the build."""
 
     __tablename__ = "commit_statuses"
-    __table_args__ = (UniqueConstraint("repository_id", "commit_hash", "key"),)
+    __table_args__ = (
+        UniqueConstraint("repository_id", "commit_hash", "key"),
+        Index(None, "repository_id", "updated_on"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
@@ -284,3 +295,24 @@ class CommitStatus(Base):
     url: Mapped[str | None] = mapped_column(Text)
     created_on: Mapped[datetime | None]
     updated_on: Mapped[datetime | None]
+
+
+class Pipeline(Base):
+    """A Bitbucket Pipelines run."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (Index(None, "repository_id", "created_on"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(38), unique=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    build_number: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # PENDING | IN_PROGRESS | COMPLETED
+    result: Mapped[str | None] = mapped_column(String(16))  # SUCCESSFUL | FAILED | ERROR | …
+    trigger: Mapped[str | None] = mapped_column(String(32))
+    ref_type: Mapped[str | None] = mapped_column(String(32))
+    ref_name: Mapped[str | None] = mapped_column(String(255))
+    commit_hash: Mapped[str | None] = mapped_column(String(40))
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    created_on: Mapped[datetime | None]
+    completed_on: Mapped[datetime | None]

@@ -24,6 +24,9 @@ SYNC_WORKSPACE = "bbsync.sync.workspace"
 PROCESS_DELIVERY = "bbsync.events.process_delivery"
 REQUEUE_DELIVERIES = "bbsync.events.requeue_pending"
 REFRESH_REPOSITORY_CATALOG = "bbsync.events.refresh_repository_catalog"
+RECONCILE_ALL_ACTIVITY = "bbsync.activity.reconcile_all"
+RECONCILE_ACTIVITY = "bbsync.activity.reconcile_workspace"
+PRUNE_ACTIVITY = "bbsync.activity.prune"
 
 ROUTES: dict[str, dict[str, str]] = {
     SYNC_ALL_WORKSPACES: {"queue": QUEUE_SYNC},
@@ -32,6 +35,9 @@ ROUTES: dict[str, dict[str, str]] = {
     PROCESS_DELIVERY: {"queue": QUEUE_EVENTS},
     REFRESH_REPOSITORY_CATALOG: {"queue": QUEUE_EVENTS},
     REQUEUE_DELIVERIES: {"queue": QUEUE_DEFAULT},
+    RECONCILE_ALL_ACTIVITY: {"queue": QUEUE_SYNC},
+    RECONCILE_ACTIVITY: {"queue": QUEUE_SYNC},
+    PRUNE_ACTIVITY: {"queue": QUEUE_DEFAULT},
 }
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BBSYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+API_TOKEN = "test-api-token"
 REDIS_TEST_URL = os.environ.get("BBSYNC_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
@@ -132,6 +133,7 @@ def settings_for(redis_url: str, sqlite_url: str) -> Callable[..., Settings]:
             "BITBUCKET_ACCESS_TOKEN": "sim-token",
             "LOG_FORMAT": "text",
             "BITBUCKET_WEBHOOK_SECRET": "test-secret",
+            "BBSYNC_API_TOKENS": API_TOKEN,
         }
         if sim is not None:
             env["BITBUCKET_API_URL"] = sim.api_url
@@ -170,3 +172,10 @@ def run_bbsync(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
         text=True,
         timeout=120,
     )
+
+
+def api_client(app: Any) -> Any:
+    """A Flask test client that sends the API's bearer token with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {API_TOKEN}"
+    return client

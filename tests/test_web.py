@@ -17,11 +17,12 @@ from app.db import session_scope
 from app.models import CatalogEntity, SyncRun
 from app.runtime import Runtime
 from app.web import create_app
-from tests.conftest import migrate
+from tests.conftest import api_client, migrate
 
 
 def client_for(rt: Runtime) -> FlaskClient:
-    return create_app(runtime=rt).test_client()
+    client: FlaskClient = api_client(create_app(runtime=rt))
+    return client
 
 
 def test_liveness_answers_without_touching_anything(runtime_for: Callable[..., Runtime]) -> None:

@@ -14,7 +14,7 @@ from app.models import WebhookDelivery
 from app.runtime import Runtime
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate, run_bbsync
+from tests.conftest import api_client, migrate, run_bbsync
 
 HOOK_URL = "https://bbsync.example.com/webhooks/bitbucket"
 
@@ -99,7 +99,7 @@ def test_deliveries_api_lists_newest_first_with_filters(
                     error="boom" if status == "failed" else None,
                 )
             )
-    client = create_app(runtime=rt).test_client()
+    client = api_client(create_app(runtime=rt))
     everything = client.get("/api/deliveries").json["items"]
     assert [d["status"] for d in everything] == ["ignored", "failed", "processed"]
     assert everything[1]["error"] == "boom" and everything[1]["event"] == "repo:push"

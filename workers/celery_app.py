@@ -12,7 +12,15 @@ from app.config import Settings
 from app.logs import configure_logging
 from app.observability import init_sentry
 from app.runtime import Runtime
-from app.tasks import QUEUE_DEFAULT, QUEUES, REQUEUE_DELIVERIES, ROUTES, SYNC_ALL_WORKSPACES
+from app.tasks import (
+    PRUNE_ACTIVITY,
+    QUEUE_DEFAULT,
+    QUEUES,
+    RECONCILE_ALL_ACTIVITY,
+    REQUEUE_DELIVERIES,
+    ROUTES,
+    SYNC_ALL_WORKSPACES,
+)
 from workers.base import bind_runtime, current_runtime
 
 # Long enough for a full sync of a large workspace; the Redis broker re-delivers an unacked
@@ -57,6 +65,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": SYNC_ALL_WORKSPACES,
             "schedule": float(settings.full_sync_interval_seconds),
         },
+        "activity-reconcile": {
+            "task": RECONCILE_ALL_ACTIVITY,
+            "schedule": float(settings.activity_interval_seconds),
+        },
+        "activity-prune": {"task": PRUNE_ACTIVITY, "schedule": 24 * 3600.0},
         "requeue-deliveries": {
             "task": REQUEUE_DELIVERIES,
             "schedule": float(max(5, settings.requeue_after_seconds // 2)),

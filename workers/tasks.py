@@ -12,12 +12,16 @@ from sqlalchemy import or_, select, update
 
 from app.bitbucket.budget import Priority
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
+from app.sync.activity import ActivityReconcile, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
 from app.sync.repositories import RepositorySync
 from app.sync.workspace import WorkspaceSync
 from app.tasks import (
     PROCESS_DELIVERY,
+    PRUNE_ACTIVITY,
+    RECONCILE_ACTIVITY,
+    RECONCILE_ALL_ACTIVITY,
     REFRESH_REPOSITORY_CATALOG,
     REQUEUE_DELIVERIES,
     SYNC_ALL_WORKSPACES,
@@ -189,3 +193,32 @@ def requeue_pending(self: BbsyncTask, limit: int = 500) -> int:
                 .values(status=DeliveryStatus.QUEUED.value, enqueued_at=now)
             )
     return len(stuck)
+
+
+@shared_task(bind=True, base=BbsyncTask, name=RECONCILE_ALL_ACTIVITY)
+def reconcile_all_activity(self: BbsyncTask) -> list[str]:
+    """Beat's entry point: one activity reconciliation per configured workspace."""
+    workspaces = list(self.runtime.settings.workspaces)
+    for workspace in workspaces:
+        self.app.send_task(RECONCILE_ACTIVITY, args=[workspace])
+    return workspaces
+
+
+@shared_task(bind=True, base=BbsyncTask, name=RECONCILE_ACTIVITY)
+def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
+    """Pull requests, pipelines and statuses webhooks may have missed; resumable."""
+    with self.retrying(), self.unit_of_work() as session:
+        run = ActivityReconcile(
+            self.runtime.bitbucket(),
+            session,
+            session.commit,
+            pipelines=self.runtime.settings.reconcile_pipelines,
+        ).run(workspace)
+        return {"run_id": run.id, "api_calls": run.api_calls, **run.counts}
+
+
+@shared_task(bind=True, base=BbsyncTask, name=PRUNE_ACTIVITY)
+def prune_activity(self: BbsyncTask) -> dict[str, int]:
+    """Retention: pipelines and statuses older than `BBSYNC_RETENTION_DAYS` go."""
+    with self.unit_of_work() as session:
+        return prune_old_activity(session, self.runtime.settings.retention_days)

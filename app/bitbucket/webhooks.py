@@ -15,6 +15,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from app.bitbucket.schemas import CommitStatusSchema, PullRequestSchema
+
 EVENT_KEY = re.compile(r"^[a-z_]+:[a-z_]+$")
 UUID_TEXT = re.compile(
     r"^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?$"
@@ -120,59 +122,12 @@ class RepositoryChangeSchema(_RepositoryEvent):
     changes = fields.Dict(load_default=dict)
 
 
-class _Account(_Lenient):
-    account_id = fields.String(load_default=None, allow_none=True)
-    uuid = fields.String(load_default=None, allow_none=True)
-    display_name = fields.String(load_default=None, allow_none=True)
-
-
-class _Commit(_Lenient):
-    hash = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{7,40}$"))
-
-
-class _Endpoint(_Lenient):
-    branch = fields.Dict(load_default=None, allow_none=True)
-    commit = fields.Nested(_Commit, load_default=None, allow_none=True)
-
-
-class _PullRequest(_Lenient):
-    id = fields.Integer(required=True, validate=validate.Range(min=1))
-    title = fields.String(load_default="")
-    state = fields.String(
-        required=True, validate=validate.OneOf(["OPEN", "MERGED", "DECLINED", "SUPERSEDED"])
-    )
-    author = fields.Nested(_Account, load_default=None, allow_none=True)
-    source = fields.Nested(_Endpoint, load_default=None)
-    destination = fields.Nested(_Endpoint, load_default=None)
-    merge_commit = fields.Nested(_Commit, load_default=None, allow_none=True)
-    comment_count = fields.Integer(load_default=None, allow_none=True)
-    task_count = fields.Integer(load_default=None, allow_none=True)
-    created_on = fields.AwareDateTime(required=True)
-    updated_on = fields.AwareDateTime(required=True)
-    reviewers = fields.List(fields.Dict(), load_default=None, allow_none=True)
-    participants = fields.List(fields.Dict(), load_default=None, allow_none=True)
-
-
 class PullRequestEventSchema(_RepositoryEvent):
-    pullrequest = fields.Nested(_PullRequest, required=True)
-
-
-class _CommitStatus(_Lenient):
-    key = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    state = fields.String(
-        required=True, validate=validate.OneOf(["INPROGRESS", "SUCCESSFUL", "FAILED", "STOPPED"])
-    )
-    name = fields.String(load_default=None, allow_none=True)
-    description = fields.String(load_default=None, allow_none=True)
-    refname = fields.String(load_default=None, allow_none=True)
-    url = fields.String(load_default=None, allow_none=True)
-    commit = fields.Nested(_Commit, required=True)
-    created_on = fields.AwareDateTime(load_default=None, allow_none=True)
-    updated_on = fields.AwareDateTime(load_default=None, allow_none=True)
+    pullrequest = fields.Nested(PullRequestSchema, required=True)
 
 
 class CommitStatusEventSchema(_RepositoryEvent):
-    commit_status = fields.Nested(_CommitStatus, required=True)
+    commit_status = fields.Nested(CommitStatusSchema, required=True)
 
 
 REPOSITORY_EVENTS = ("repo:updated", "repo:transfer", "repo:created", "repo:deleted")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,14 +25,13 @@ from app.config import Settings
 from app.models import (
     CatalogEntity,
     CatalogFile,
-    CommitStatus,
     Project,
-    PullRequest,
     Repository,
     WebhookDelivery,
     utcnow,
 )
 from app.store import upsert
+from app.sync.activity import store_commit_status, store_pull_request
 from app.sync.repositories import ensure_workspace, store_repositories
 
 log = logging.getLogger(__name__)
@@ -205,8 +203,13 @@ class EventProcessor:
             if ref is None or ref["type"] != "branch" or ref["name"] != repo.default_branch:
                 continue  # tags and other branches change nothing in the catalog
             touched = True
-            if new is not None and (new.get("target") or {}).get("hash"):
-                repo.head_commit = new["target"]["hash"]
+            target = (new or {}).get("target") or {}
+            if target.get("hash"):
+                repo.head_commit = target["hash"]
+            if target.get("date") and (
+                repo.last_push_at is None or target["date"] > repo.last_push_at
+            ):
+                repo.last_push_at = target["date"]
             # Forced and truncated pushes name no files either way: the refresh re-reads the
             # catalog paths at the branch, which is right whatever the commits were.
         if not touched:
@@ -221,36 +224,8 @@ class EventProcessor:
         if repo is None:
             return "ignored: repository outside the configured workspaces"
         pr = event["pullrequest"]
-        existing = self.session.scalars(
-            select(PullRequest).where(
-                PullRequest.repository_id == repo.id, PullRequest.number == pr["id"]
-            )
-        ).first()
-        if existing is not None and _older(pr["updated_on"], existing.updated_on):
+        if not store_pull_request(self.session, repo, pr):
             return f"{repo.full_name}#{pr['id']}: stale delivery ignored"
-        author = pr.get("author") or {}
-        source, destination = pr.get("source") or {}, pr.get("destination") or {}
-        row = existing or PullRequest(repository_id=repo.id, number=pr["id"])
-        row.title = pr.get("title") or ""
-        row.state = pr["state"]
-        row.author_account_id = author.get("account_id")
-        row.author_display_name = author.get("display_name")
-        row.source_branch = (source.get("branch") or {}).get("name")
-        row.destination_branch = (destination.get("branch") or {}).get("name")
-        row.source_commit = (source.get("commit") or {}).get("hash")
-        row.destination_commit = (destination.get("commit") or {}).get("hash")
-        row.merge_commit = (pr.get("merge_commit") or {}).get("hash")
-        row.comment_count = pr.get("comment_count")
-        row.task_count = pr.get("task_count")
-        if pr.get("reviewers") is not None or pr.get("participants") is not None:
-            row.reviewers = {
-                "reviewers": [_account(r) for r in pr.get("reviewers") or []],
-                "participants": [_participant(p) for p in pr.get("participants") or []],
-            }
-        row.created_on = pr["created_on"]
-        row.updated_on = pr["updated_on"]
-        row.closed_on = pr["updated_on"] if pr["state"] != "OPEN" else None
-        self.session.add(row)
         return f"{repo.full_name}#{pr['id']}: {pr['state']}"
 
     def _commit_status(self, event: dict[str, Any]) -> str:
@@ -258,41 +233,7 @@ class EventProcessor:
         if repo is None:
             return "ignored: repository outside the configured workspaces"
         status = event["commit_status"]
-        commit = status["commit"]["hash"]
-        existing = self.session.scalars(
-            select(CommitStatus).where(
-                CommitStatus.repository_id == repo.id,
-                CommitStatus.commit_hash == commit,
-                CommitStatus.key == status["key"],
-            )
-        ).first()
-        if existing is not None and _older(status.get("updated_on"), existing.updated_on):
-            return f"{repo.full_name}@{commit[:12]} {status['key']}: stale delivery ignored"
-        row = existing or CommitStatus(repository_id=repo.id, commit_hash=commit, key=status["key"])
-        row.state = status["state"]
-        row.name = status.get("name")
-        row.description = status.get("description")
-        row.refname = status.get("refname")
-        row.url = status.get("url")  # the CI system's page: stored, never fetched
-        row.created_on = status.get("created_on")
-        row.updated_on = status.get("updated_on")
-        self.session.add(row)
-        return f"{repo.full_name}@{commit[:12]} {status['key']}: {status['state']}"
-
-
-def _older(incoming: datetime | None, stored: datetime | None) -> bool:
-    return incoming is not None and stored is not None and incoming < stored
-
-
-def _account(value: dict[str, Any]) -> dict[str, Any]:
-    return {k: value.get(k) for k in ("account_id", "uuid", "display_name", "nickname")}
-
-
-def _participant(value: dict[str, Any]) -> dict[str, Any]:
-    user = value.get("user") or {}
-    return {
-        **_account(user),
-        "role": value.get("role"),
-        "approved": value.get("approved"),
-        "state": value.get("state"),
-    }
+        where = f"{repo.full_name}@{status['commit']['hash'][:12]} {status['key']}"
+        if not store_commit_status(self.session, repo, status):
+            return f"{where}: stale delivery ignored"
+        return f"{where}: {status['state']}"

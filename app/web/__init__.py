@@ -41,19 +41,25 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes + 64 * 1024
 
     from app.web.api import api
+    from app.web.api_activity import activity_api
     from app.web.catalog import catalog
     from app.web.health import health
     from app.web.metrics import metrics
+    from app.web.openapi import openapi
     from app.web.webhooks import webhooks
 
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(api)
+    app.register_blueprint(activity_api)
+    app.register_blueprint(openapi)
     app.register_blueprint(catalog)
     app.register_blueprint(webhooks)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
+        if exc.response is not None:  # a view aborted with its own (JSON) answer
+            return exc.response
         # Every error at the edge is JSON naming what is wrong.
         response = jsonify(error=exc.name.lower().replace(" ", "_"), message=exc.description)
         return response, exc.code or 500

@@ -11,9 +11,11 @@ from sqlalchemy import or_, select
 
 from app.models import CatalogFile, DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.web import runtime
+from app.web.auth import require_api_token
 from app.web.paging import PageQuerySchema, fetch_page
 
 api = Blueprint("api", __name__, url_prefix="/api")
+api.before_request(require_api_token)
 
 
 class BudgetSchema(Schema):

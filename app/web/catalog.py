@@ -16,6 +16,7 @@ from sqlalchemy import Select, select
 from app.models import CatalogEntity
 from app.web import runtime
 from app.web.paging import PageQuerySchema, fetch_page
+from app.web.responses import conditional
 
 catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
 
@@ -45,25 +46,15 @@ def _etag(entities: list[CatalogEntity], extra: str = "") -> str:
     return digest.hexdigest()[:32]
 
 
-def _conditional(body: str | bytes, etag: str, mimetype: str) -> Response:
-    if request.if_none_match.contains(etag):
-        response = Response(status=304)
-    else:
-        response = Response(body, mimetype=mimetype)
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "no-cache"
-    return response
-
-
 @catalog.get("/entities.yaml")
 def entities_yaml() -> Response:
     with runtime().sessions() as session:
         entities = list(session.scalars(_live_entities()))
         etag = _etag(entities)
         if request.if_none_match.contains(etag):
-            return _conditional(b"", etag, "application/yaml")
+            return conditional(b"", etag, "application/yaml")
         body = yaml.safe_dump_all((e.body for e in entities), sort_keys=False, allow_unicode=True)
-    return _conditional(body, etag, "application/yaml")
+    return conditional(body, etag, "application/yaml")
 
 
 @catalog.get("/entities")
@@ -82,4 +73,4 @@ def entities_json() -> Any:
             "limit": query["limit"],
             "next_offset": next_offset,
         }
-    return _conditional(json.dumps(body), etag, "application/json")
+    return conditional(json.dumps(body), etag, "application/json")

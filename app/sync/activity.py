@@ -1,0 +1,307 @@
+"""Repository activity: pull requests, pipelines and build statuses.
+
+Webhooks keep it fresh (`app.sync.events` stores what they carry with the functions here);
+`ActivityReconcile` mends what webhooks missed: per repository, pull requests updated since
+its cursor (all four states, 50 a page, BBQL on `updated_on`; the cursor moves only after a
+complete walk), the most recent pipelines, and the statuses of the default branch head.
+A newer row is never overwritten by older data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from app.bitbucket.client import BitbucketClient, api_path
+from app.bitbucket.errors import BitbucketError, BitbucketRequestError, RetryLater
+from app.bitbucket.schemas import CommitStatusSchema, PipelineSchema, PullRequestSchema
+from app.models import (
+    CommitStatus,
+    Pipeline,
+    PullRequest,
+    Repository,
+    SyncRun,
+    SyncStatus,
+    Workspace,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+KIND = "activity"
+PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
+RECENT_PIPELINES = 20
+
+_pull_request_schema = PullRequestSchema()
+_status_schema = CommitStatusSchema()
+_pipeline_schema = PipelineSchema()
+
+
+def _older(incoming: datetime | None, stored: datetime | None) -> bool:
+    return incoming is not None and stored is not None and incoming < stored
+
+
+def _account(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: value.get(k) for k in ("account_id", "uuid", "display_name", "nickname")}
+
+
+def _participant(value: dict[str, Any]) -> dict[str, Any]:
+    user = value.get("user") or {}
+    return {
+        **_account(user),
+        "role": value.get("role"),
+        "approved": value.get("approved"),
+        "state": value.get("state"),
+    }
+
+
+def store_pull_request(session: Session, repo: Repository, pr: dict[str, Any]) -> bool:
+    """Upsert a pull request (as loaded by `PullRequestSchema`); False when `pr` is older
+    than what is stored (an out-of-order delivery)."""
+    existing = session.scalars(
+        select(PullRequest).where(
+            PullRequest.repository_id == repo.id, PullRequest.number == pr["id"]
+        )
+    ).first()
+    if existing is not None and _older(pr["updated_on"], existing.updated_on):
+        return False
+    author = pr.get("author") or {}
+    source, destination = pr.get("source") or {}, pr.get("destination") or {}
+    row = existing or PullRequest(repository_id=repo.id, number=pr["id"])
+    row.title = pr.get("title") or ""
+    row.state = pr["state"]
+    row.author_account_id = author.get("account_id")
+    row.author_display_name = author.get("display_name")
+    row.source_branch = (source.get("branch") or {}).get("name")
+    row.destination_branch = (destination.get("branch") or {}).get("name")
+    row.source_commit = (source.get("commit") or {}).get("hash")
+    row.destination_commit = (destination.get("commit") or {}).get("hash")
+    row.merge_commit = (pr.get("merge_commit") or {}).get("hash")
+    if pr.get("comment_count") is not None:
+        row.comment_count = pr["comment_count"]
+    if pr.get("task_count") is not None:
+        row.task_count = pr["task_count"]
+    if pr.get("reviewers") is not None or pr.get("participants") is not None:
+        # Lists carry no reviewers: only a webhook (or the single-PR endpoint) sets them.
+        row.reviewers = {
+            "reviewers": [_account(r) for r in pr.get("reviewers") or []],
+            "participants": [_participant(p) for p in pr.get("participants") or []],
+        }
+    row.created_on = pr["created_on"]
+    row.updated_on = pr["updated_on"]
+    row.closed_on = pr["updated_on"] if pr["state"] != "OPEN" else None
+    session.add(row)
+    return True
+
+
+def store_commit_status(session: Session, repo: Repository, status: dict[str, Any]) -> bool:
+    """Upsert a build status keyed on commit and key; False when older than the stored one."""
+    commit = status["commit"]["hash"]
+    existing = session.scalars(
+        select(CommitStatus).where(
+            CommitStatus.repository_id == repo.id,
+            CommitStatus.commit_hash == commit,
+            CommitStatus.key == status["key"],
+        )
+    ).first()
+    if existing is not None and _older(status.get("updated_on"), existing.updated_on):
+        return False
+    row = existing or CommitStatus(repository_id=repo.id, commit_hash=commit, key=status["key"])
+    row.state = status["state"]
+    row.name = status.get("name")
+    row.description = status.get("description")
+    row.refname = status.get("refname")
+    row.url = status.get("url")  # the CI system's page: stored, never fetched
+    row.created_on = status.get("created_on")
+    row.updated_on = status.get("updated_on")
+    session.add(row)
+    return True
+
+
+def store_pipeline(session: Session, repo: Repository, data: dict[str, Any]) -> None:
+    """Upsert a pipeline (as loaded by `PipelineSchema`), keyed on its UUID."""
+    row = session.scalars(select(Pipeline).where(Pipeline.uuid == data["uuid"])).first()
+    row = row or Pipeline(uuid=data["uuid"], repository_id=repo.id)
+    target = data.get("target") or {}
+    result = (data["state"].get("result") or {}).get("name")
+    row.build_number = data.get("build_number")
+    row.state = data["state"]["name"]
+    row.result = result
+    row.trigger = (data.get("trigger") or {}).get("name")
+    row.ref_type = target.get("ref_type")
+    row.ref_name = target.get("ref_name")
+    row.commit_hash = (target.get("commit") or {}).get("hash")
+    row.duration_seconds = data.get("duration_in_seconds")
+    row.created_on = data.get("created_on")
+    row.completed_on = data.get("completed_on")
+    session.add(row)
+
+
+class ActivityReconcile:
+    def __init__(
+        self,
+        client: BitbucketClient,
+        session: Session,
+        commit: Callable[[], None],
+        *,
+        pipelines: bool = True,
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.commit = commit
+        self.pipelines = pipelines
+        self.counts: dict[str, int] = {}
+
+    def run(self, workspace: str) -> SyncRun:
+        """Reconcile every live repository, least recently reconciled first; each repository
+        is committed on its own, so a run stopped by the budget resumes with the rest."""
+        self.counts = dict.fromkeys(
+            ("repositories", "pull_requests", "stale", "pipelines", "statuses", "failures"), 0
+        )
+        run = SyncRun(kind=KIND, workspace=workspace, counts=dict(self.counts))
+        self.session.add(run)
+        self.commit()
+        calls_before, started = self.client.ledger.total, time.monotonic()
+        try:
+            ws = self.session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
+            repos = (
+                []
+                if ws is None
+                else list(
+                    self.session.scalars(
+                        select(Repository)
+                        .where(Repository.workspace_id == ws.id, Repository.deleted_at.is_(None))
+                        .order_by(
+                            Repository.activity_reconciled_at.is_not(None),
+                            Repository.activity_reconciled_at,
+                        )
+                    )
+                )
+            )
+            for repo in repos:
+                self.reconcile_repository(workspace, repo)
+                self.commit()
+            run.status = SyncStatus.SUCCEEDED.value
+        except RetryLater as exc:
+            self.session.rollback()
+            run.status, run.error = SyncStatus.PAUSED.value, str(exc)
+            raise
+        except BitbucketError as exc:
+            self.session.rollback()
+            run.status, run.error = SyncStatus.FAILED.value, str(exc)
+            raise
+        finally:
+            run.counts = dict(self.counts)
+            run.api_calls = self.client.ledger.total - calls_before
+            run.calls_by_family = dict(self.client.ledger.by_family)
+            run.finished_at = utcnow()
+            run.duration_ms = int((time.monotonic() - started) * 1000)
+            self.session.add(run)
+            self.commit()
+        return run
+
+    def reconcile_repository(self, workspace: str, repo: Repository) -> None:
+        try:
+            self._pull_requests(workspace, repo)
+            if self.pipelines:
+                self._pipelines(workspace, repo)
+            self._statuses(workspace, repo)
+        except BitbucketRequestError as exc:
+            # One repository's 403/404 must not stop the others; it is tried again next run.
+            self.counts["failures"] += 1
+            log.warning(
+                "activity not reconciled", extra={"repository": repo.full_name, "error": str(exc)}
+            )
+            return
+        repo.activity_reconciled_at = utcnow()
+        self.counts["repositories"] += 1
+
+    def _pull_requests(self, workspace: str, repo: Repository) -> None:
+        params: list[tuple[str, Any]] = [("state", s) for s in PR_STATES]
+        params.append(("sort", "updated_on"))
+        if repo.pull_requests_cursor is not None:
+            params.append(("q", f'updated_on > "{repo.pull_requests_cursor.isoformat()}"'))
+        newest = repo.pull_requests_cursor
+        for item in self.client.paginate(
+            api_path("repositories", workspace, repo.slug, "pullrequests"), params, pagelen=50
+        ):
+            try:
+                pr = _pull_request_schema.load(item)
+            except ValidationError:
+                self.counts["failures"] += 1
+                continue
+            if store_pull_request(self.session, repo, pr):
+                self.counts["pull_requests"] += 1
+            else:
+                self.counts["stale"] += 1
+            if newest is None or pr["updated_on"] > newest:
+                newest = pr["updated_on"]
+        repo.pull_requests_cursor = newest  # only after every page was read
+
+    def _pipelines(self, workspace: str, repo: Repository) -> None:
+        page = next(
+            self.client.iter_pages(
+                api_path("repositories", workspace, repo.slug, "pipelines") + "/",
+                {"sort": "-created_on"},
+                pagelen=RECENT_PIPELINES,
+            ),
+            None,
+        )
+        for item in page.values if page else []:
+            try:
+                store_pipeline(self.session, repo, _pipeline_schema.load(item))
+                self.counts["pipelines"] += 1
+            except ValidationError:
+                self.counts["failures"] += 1
+
+    def _statuses(self, workspace: str, repo: Repository) -> None:
+        head = repo.head_commit
+        if head is None and repo.default_branch:
+            body = self.client.get_json(
+                api_path(
+                    "repositories", workspace, repo.slug, "refs", "branches", repo.default_branch
+                )
+            )
+            head = str((body.get("target") or {}).get("hash") or "") or None
+            repo.head_commit = head
+        if head is None:
+            return
+        for item in self.client.paginate(
+            api_path("repositories", workspace, repo.slug, "commit", head, "statuses")
+        ):
+            try:
+                if store_commit_status(self.session, repo, _status_schema.load(item)):
+                    self.counts["statuses"] += 1
+            except ValidationError:
+                self.counts["failures"] += 1
+
+
+def prune_old_activity(session: Session, retention_days: int) -> dict[str, int]:
+    """Delete pipelines and commit statuses older than the retention; the caller commits.
+
+    The most recently stored status per repository and key is kept whatever its age, so a quiet
+    repository's last build result survives.
+    """
+    cutoff = utcnow() - timedelta(days=retention_days)
+    pipelines = session.execute(
+        delete(Pipeline).where(func.coalesce(Pipeline.completed_on, Pipeline.created_on) < cutoff)
+    )
+    newest = (
+        select(func.max(CommitStatus.id))
+        .group_by(CommitStatus.repository_id, CommitStatus.key)
+        .scalar_subquery()
+    )
+    statuses = session.execute(
+        delete(CommitStatus).where(CommitStatus.updated_on < cutoff, CommitStatus.id.not_in(newest))
+    )
+    return {
+        "pipelines": int(getattr(pipelines, "rowcount", 0) or 0),
+        "statuses": int(getattr(statuses, "rowcount", 0) or 0),
+    }

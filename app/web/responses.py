@@ -1,0 +1,24 @@
+"""JSON answers with an ETag over their content, and 304 when the client already has it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from flask import Response, request
+
+
+def conditional(body: str | bytes, etag: str, mimetype: str) -> Response:
+    if request.if_none_match.contains(etag):
+        response = Response(status=304)
+    else:
+        response = Response(body, mimetype=mimetype)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def json_with_etag(data: Any) -> Response:
+    body = json.dumps(data, default=str, separators=(",", ":"))
+    return conditional(body, hashlib.sha256(body.encode()).hexdigest()[:32], "application/json")
