@@ -193,9 +193,9 @@ def repository(workspace: str, slug: str) -> Any:
       - {in: path, name: workspace, required: true, schema: {type: string}}
       - {in: path, name: slug, required: true, schema: {type: string}}
       responses:
-        200: {content: {application/json: {schema: RepositoryOutSchema}}}
-        401: {content: {application/json: {schema: ErrorSchema}}}
-        404: {content: {application/json: {schema: ErrorSchema}}}
+        200: {description: OK, content: {application/json: {schema: RepositoryOutSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
@@ -226,10 +226,10 @@ def pull_requests(workspace: str, slug: str) -> Any:
       - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
       - {in: query, name: offset, schema: {type: integer, minimum: 0}}
       responses:
-        200: {content: {application/json: {schema: PullRequestPage}}}
-        400: {content: {application/json: {schema: ErrorSchema}}}
-        401: {content: {application/json: {schema: ErrorSchema}}}
-        404: {content: {application/json: {schema: ErrorSchema}}}
+        200: {description: OK, content: {application/json: {schema: PullRequestPage}}}
+        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
     query = _query(PullRequestQuerySchema())
     with runtime().sessions() as session:
@@ -262,10 +262,10 @@ def pipelines(workspace: str, slug: str) -> Any:
       - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
       - {in: query, name: offset, schema: {type: integer, minimum: 0}}
       responses:
-        200: {content: {application/json: {schema: PipelinePage}}}
-        400: {content: {application/json: {schema: ErrorSchema}}}
-        401: {content: {application/json: {schema: ErrorSchema}}}
-        404: {content: {application/json: {schema: ErrorSchema}}}
+        200: {description: OK, content: {application/json: {schema: PipelinePage}}}
+        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
     query = _query(PipelineQuerySchema())
     with runtime().sessions() as session:
@@ -300,10 +300,10 @@ def statuses(workspace: str, slug: str) -> Any:
       - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
       - {in: query, name: offset, schema: {type: integer, minimum: 0}}
       responses:
-        200: {content: {application/json: {schema: StatusPage}}}
-        400: {content: {application/json: {schema: ErrorSchema}}}
-        401: {content: {application/json: {schema: ErrorSchema}}}
-        404: {content: {application/json: {schema: ErrorSchema}}}
+        200: {description: OK, content: {application/json: {schema: StatusPage}}}
+        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
     query = _query(StatusQuerySchema())
     with runtime().sessions() as session:
@@ -332,9 +332,9 @@ def health(workspace: str, slug: str) -> Any:
       - {in: path, name: workspace, required: true, schema: {type: string}}
       - {in: path, name: slug, required: true, schema: {type: string}}
       responses:
-        200: {content: {application/json: {schema: HealthSchema}}}
-        401: {content: {application/json: {schema: ErrorSchema}}}
-        404: {content: {application/json: {schema: ErrorSchema}}}
+        200: {description: OK, content: {application/json: {schema: HealthSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
     rt = runtime()
     with rt.sessions() as session:
@@ -355,9 +355,9 @@ def entity_health(kind: str, namespace: str, name: str) -> Any:
       - {in: path, name: namespace, required: true, schema: {type: string}}
       - {in: path, name: name, required: true, schema: {type: string}}
       responses:
-        200: {content: {application/json: {schema: EntityHealthSchema}}}
-        401: {content: {application/json: {schema: ErrorSchema}}}
-        404: {content: {application/json: {schema: ErrorSchema}}}
+        200: {description: OK, content: {application/json: {schema: EntityHealthSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
     rt = runtime()
     ref = f"{kind}:{namespace}/{name}".lower()
