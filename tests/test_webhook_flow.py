@@ -28,7 +28,7 @@ from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
 from app.tasks import REQUEUE_DELIVERIES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
+from tests.conftest import API_TOKEN, PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
 from tests.webhook_support import SECRET, pullrequest_body
 
 
@@ -113,6 +113,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             "BITBUCKET_WORKSPACES": "acme",
             "BITBUCKET_ACCESS_TOKEN": "sim-token",
             "BITBUCKET_WEBHOOK_SECRET": SECRET,
+            "BBSYNC_API_TOKENS": API_TOKEN,
             "BBSYNC_REQUEUE_AFTER_SECONDS": "1",
             "LOG_FORMAT": "json",
         }
@@ -363,3 +364,26 @@ def test_out_of_order_pull_request_events_never_regress(
         pr = session.scalars(select(PullRequest)).one()
         assert (pr.state, pr.title, pr.merge_commit) == ("MERGED", "Add metrics", "fedcba654321")
         assert pr.closed_on is not None
+
+
+def test_a_pull_request_lifecycle_flows_through_webhooks(system: System) -> None:
+    slug = layout(system.sim, "none")[3]["slug"]
+    system.sim.admin("POST", f"repos/{slug}/branches", json={"name": "feature/flow"})
+    number = system.sim.admin(
+        "POST", f"repos/{slug}/pullrequests", json={"source": "feature/flow", "title": "Flow"}
+    ).json()["id"]
+    url = f"{system.web_url}/api/repositories/acme/{slug}/pullrequests"
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+
+    def state() -> str | None:
+        items = requests.get(url, headers=auth, timeout=10).json()["items"]
+        return next((p["state"] for p in items if p["id"] == number), None)
+
+    system.wait_for(lambda: state() == "OPEN")
+    system.sim.admin("POST", f"repos/{slug}/pullrequests/{number}/approve", json={})
+    system.sim.admin("POST", f"repos/{slug}/pullrequests/{number}/merge", json={})
+    system.wait_for(lambda: state() == "MERGED")
+    health = requests.get(
+        f"{system.web_url}/api/repositories/acme/{slug}/health", headers=auth, timeout=10
+    ).json()
+    assert health["last_push_at"] is not None  # the merge commit's push
