@@ -29,6 +29,7 @@ if ! has_env BITBUCKET_ACCESS_TOKEN && ! has_env BITBUCKET_API_TOKEN \
   export BITBUCKET_WORKSPACES=demo
   export BITBUCKET_ACCESS_TOKEN=demo-token
   export BITBUCKET_WEBHOOK_SECRET="${BITBUCKET_WEBHOOK_SECRET:-demo-secret}"
+  export BBSYNC_API_TOKENS="${BBSYNC_API_TOKENS:-demo-api-token}"
   for _ in $(seq 50); do
     curl -fs "http://127.0.0.1:$SIM_PORT/_sim/stats" >/dev/null 2>&1 && break
     sleep 0.2
@@ -37,6 +38,7 @@ fi
 
 alembic upgrade head
 bbsync sync || echo "initial sync did not finish; the workers will retry on schedule" >&2
+bbsync sync --activity || echo "pull requests and pipelines will follow on schedule" >&2
 if [ -n "$SIM_PID" ]; then
   # The demo is real-time too: the simulator delivers signed webhooks to the web process.
   bbsync webhooks install --url "http://127.0.0.1:$PORT/webhooks/bitbucket"
@@ -47,7 +49,9 @@ cat <<MSG
 
 bbsync is starting:
   status        bbsync status
-  budget        http://localhost:$PORT/api/budget
+  budget        curl -H "Authorization: Bearer \$BBSYNC_API_TOKENS" http://localhost:$PORT/api/budget
+  health        http://localhost:$PORT/api/repositories/<workspace>/<slug>/health (same token)
+  API document  http://localhost:$PORT/api/openapi.json
   readiness     http://localhost:$PORT/readyz
   catalog       http://localhost:$PORT/catalog/entities.yaml
   metrics       http://localhost:$PORT/metrics
@@ -55,7 +59,7 @@ MSG
 if [ -n "$SIM_PID" ]; then
   echo "  simulator     ${BITBUCKET_API_URL%/2.0}/_sim/stats"
   echo "  demo settings for another shell (e.g. for bbsync status):"
-  echo "    export BITBUCKET_API_URL=$BITBUCKET_API_URL BITBUCKET_WORKSPACES=demo BITBUCKET_ACCESS_TOKEN=demo-token"
+  echo "    export BITBUCKET_API_URL=$BITBUCKET_API_URL BITBUCKET_WORKSPACES=demo BITBUCKET_ACCESS_TOKEN=demo-token BBSYNC_API_TOKENS=$BBSYNC_API_TOKENS"
 fi
 echo
 exec honcho start -f scripts/Procfile.dev
