@@ -19,9 +19,10 @@ from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspac
 from app.runtime import Runtime
 from app.sync.activity import ActivityReconcile
 from app.sync.catalog import CatalogProgress
+from app.sync.people import PeopleSync
 from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
-from app.tasks import RECONCILE_ACTIVITY, SYNC_WORKSPACE, enqueue, producer
+from app.tasks import RECONCILE_ACTIVITY, SYNC_MEMBERS, SYNC_WORKSPACE, enqueue, producer
 
 
 def _runtime(ctx: click.Context) -> Runtime:
@@ -55,8 +56,11 @@ def _workspaces(settings: Settings, chosen: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--activity", is_flag=True, help="Reconcile pull requests, pipelines and build statuses."
 )
+@click.option("--members", is_flag=True, help="Members, groups and repository permissions.")
 @click.pass_context
-def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool, activity: bool) -> None:
+def sync(
+    ctx: click.Context, chosen: tuple[str, ...], queue: bool, activity: bool, members: bool
+) -> None:
     """Sync now: list every repository of each workspace, then read the catalog files that
     changed since the last sync."""
     rt = _runtime(ctx)
@@ -64,14 +68,18 @@ def sync(ctx: click.Context, chosen: tuple[str, ...], queue: bool, activity: boo
     if queue:
         app = producer(rt.settings.broker_url)
         for workspace in workspaces:
-            task_id = enqueue(app, RECONCILE_ACTIVITY if activity else SYNC_WORKSPACE, workspace)
+            task = SYNC_MEMBERS if members else RECONCILE_ACTIVITY if activity else SYNC_WORKSPACE
+            task_id = enqueue(app, task, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
         return
     failed = False
     for workspace in workspaces:
-        failed |= not (
-            _reconcile_activity(rt, workspace) if activity else _sync_workspace(rt, workspace)
-        )
+        if members:
+            failed |= not _run_service(rt, workspace, PeopleSync)
+        elif activity:
+            failed |= not _run_service(rt, workspace, ActivityReconcile)
+        else:
+            failed |= not _sync_workspace(rt, workspace)
     if failed:
         sys.exit(1)
 
@@ -111,15 +119,18 @@ def _sync_workspace(rt: Runtime, workspace: str) -> bool:
     return True
 
 
-def _reconcile_activity(rt: Runtime, workspace: str) -> bool:
+def _run_service(rt: Runtime, workspace: str, service: Any) -> bool:
+    """Run one sync service (activity, members) here and report its run."""
     with rt.sessions() as session:
+        client = rt.bitbucket()
+        if service is ActivityReconcile:
+            runner = ActivityReconcile(
+                client, session, session.commit, pipelines=rt.settings.reconcile_pipelines
+            )
+        else:
+            runner = service(client, session, session.commit, rt.settings)
         try:
-            run = ActivityReconcile(
-                rt.bitbucket(),
-                session,
-                session.commit,
-                pipelines=rt.settings.reconcile_pipelines,
-            ).run(workspace)
+            run = runner.run(workspace)
         except RetryLater as exc:
             click.echo(f"{workspace}: paused, run again to resume: {exc}", err=True)
             return False

@@ -102,6 +102,11 @@ class Settings:
     reconcile_pipelines: bool = True
     health_pipeline_runs: int = 20
     retention_days: int = 90
+    members_interval_seconds: int = 3600
+    group_mapping_path: str = ""
+    backstage_jwks_url: str = ""
+    backstage_issuer: str = ""
+    backstage_audience: str = ""
     rate_limit_per_hour: int = 1000
     rate_window_seconds: int = 3600
     rate_reserve_percent: int = 20
@@ -215,6 +220,19 @@ def _catalog_paths(value: str) -> tuple[str, ...]:
     return paths
 
 
+def _mapping_path(value: str) -> str:
+    """The group mapping file, checked now so a bad file stops the process at start."""
+    if not value:
+        return ""
+    from app.catalog.mapping import GroupMapping, MappingError
+
+    try:
+        GroupMapping.load(value)
+    except MappingError as exc:
+        raise SettingsError(f"BBSYNC_GROUP_MAPPING: {exc}") from None
+    return value
+
+
 def _credential(env: Mapping[str, str]) -> Credential:
     """Exactly one kind of credential, or none (anonymous)."""
     token = env.get("BITBUCKET_ACCESS_TOKEN", "")
@@ -324,6 +342,17 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
         ),
         retention_days=_int("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
+        members_interval_seconds=_int(
+            "BBSYNC_MEMBERS_INTERVAL", get("BBSYNC_MEMBERS_INTERVAL", "3600")
+        ),
+        group_mapping_path=_mapping_path(get("BBSYNC_GROUP_MAPPING")),
+        backstage_jwks_url=(
+            _url("BBSYNC_BACKSTAGE_JWKS_URL", get("BBSYNC_BACKSTAGE_JWKS_URL"), ("https", "http"))
+            if get("BBSYNC_BACKSTAGE_JWKS_URL")
+            else ""
+        ),
+        backstage_issuer=get("BBSYNC_BACKSTAGE_ISSUER"),
+        backstage_audience=get("BBSYNC_BACKSTAGE_AUDIENCE", "bbsync"),
         allow_unsigned_webhooks=_bool(
             "BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", get("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", "false")
         ),

@@ -160,7 +160,8 @@ class CatalogFile(Base):
 class EntitySource(enum.StrEnum):
     DESCRIPTOR = "descriptor"  # read from a catalog-info.yaml
     GENERATED = "generated"  # made by bbsync for a repository without one
-    BITBUCKET = "bitbucket"  # users, groups, project groups mirrored from Bitbucket
+    BITBUCKET = "bitbucket"  # project groups derived from Bitbucket projects
+    PEOPLE = "people"  # users and groups mirrored from workspace members and groups
 
 
 class CatalogEntity(Base):
@@ -316,3 +317,65 @@ class Pipeline(Base):
     duration_seconds: Mapped[int | None] = mapped_column(Integer)
     created_on: Mapped[datetime | None]
     completed_on: Mapped[datetime | None]
+
+
+class WorkspaceMember(Base):
+    """A workspace member as last listed; `removed_at` once Bitbucket stops listing them."""
+
+    __tablename__ = "workspace_members"
+    __table_args__ = (UniqueConstraint("workspace_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(String(128))
+    uuid: Mapped[str | None] = mapped_column(String(38), index=True)
+    nickname: Mapped[str | None] = mapped_column(String(255))
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    avatar_url: Mapped[str | None] = mapped_column(Text)
+    email: Mapped[str | None] = mapped_column(String(255))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]
+
+
+class BitbucketGroup(Base):
+    __tablename__ = "bitbucket_groups"
+    __table_args__ = (UniqueConstraint("workspace_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    slug: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    permission: Mapped[str | None] = mapped_column(String(16))
+    members: Mapped[list[str] | None] = mapped_column(JSONType)  # account ids
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]
+
+
+class RepositoryPermission(Base):
+    """Effective access of a user (account id) or group (slug) to a repository."""
+
+    __tablename__ = "repository_permissions"
+    __table_args__ = (UniqueConstraint("repository_id", "principal_type", "principal"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    principal_type: Mapped[str] = mapped_column(String(8))  # user | group
+    principal: Mapped[str] = mapped_column(String(255), index=True)
+    permission: Mapped[str] = mapped_column(String(16))  # admin | write | read
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]
+
+
+class AccessAudit(Base):
+    """Who gained or lost access, and every identity-aware action tried: an operator's log."""
+
+    __tablename__ = "access_audit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    workspace: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -27,6 +27,8 @@ REFRESH_REPOSITORY_CATALOG = "bbsync.events.refresh_repository_catalog"
 RECONCILE_ALL_ACTIVITY = "bbsync.activity.reconcile_all"
 RECONCILE_ACTIVITY = "bbsync.activity.reconcile_workspace"
 PRUNE_ACTIVITY = "bbsync.activity.prune"
+SYNC_ALL_MEMBERS = "bbsync.members.sync_all"
+SYNC_MEMBERS = "bbsync.members.sync_workspace"
 
 ROUTES: dict[str, dict[str, str]] = {
     SYNC_ALL_WORKSPACES: {"queue": QUEUE_SYNC},
@@ -38,6 +40,8 @@ ROUTES: dict[str, dict[str, str]] = {
     RECONCILE_ALL_ACTIVITY: {"queue": QUEUE_SYNC},
     RECONCILE_ACTIVITY: {"queue": QUEUE_SYNC},
     PRUNE_ACTIVITY: {"queue": QUEUE_DEFAULT},
+    SYNC_ALL_MEMBERS: {"queue": QUEUE_SYNC},
+    SYNC_MEMBERS: {"queue": QUEUE_SYNC},
 }
 
 

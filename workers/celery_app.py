@@ -19,6 +19,7 @@ from app.tasks import (
     RECONCILE_ALL_ACTIVITY,
     REQUEUE_DELIVERIES,
     ROUTES,
+    SYNC_ALL_MEMBERS,
     SYNC_ALL_WORKSPACES,
 )
 from workers.base import bind_runtime, current_runtime
@@ -70,6 +71,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": float(settings.activity_interval_seconds),
         },
         "activity-prune": {"task": PRUNE_ACTIVITY, "schedule": 24 * 3600.0},
+        "members-sync": {
+            "task": SYNC_ALL_MEMBERS,
+            "schedule": float(settings.members_interval_seconds),
+        },
         "requeue-deliveries": {
             "task": REQUEUE_DELIVERIES,
             "schedule": float(max(5, settings.requeue_after_seconds // 2)),

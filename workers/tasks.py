@@ -15,6 +15,7 @@ from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.sync.activity import ActivityReconcile, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
+from app.sync.people import PeopleSync
 from app.sync.repositories import RepositorySync
 from app.sync.workspace import WorkspaceSync
 from app.tasks import (
@@ -24,7 +25,9 @@ from app.tasks import (
     RECONCILE_ALL_ACTIVITY,
     REFRESH_REPOSITORY_CATALOG,
     REQUEUE_DELIVERIES,
+    SYNC_ALL_MEMBERS,
     SYNC_ALL_WORKSPACES,
+    SYNC_MEMBERS,
     SYNC_REPOSITORIES,
     SYNC_WORKSPACE,
 )
@@ -222,3 +225,22 @@ def prune_activity(self: BbsyncTask) -> dict[str, int]:
     """Retention: pipelines and statuses older than `BBSYNC_RETENTION_DAYS` go."""
     with self.unit_of_work() as session:
         return prune_old_activity(session, self.runtime.settings.retention_days)
+
+
+@shared_task(bind=True, base=BbsyncTask, name=SYNC_ALL_MEMBERS)
+def sync_all_members(self: BbsyncTask) -> list[str]:
+    """Beat's entry point (hourly): members, groups and permissions of each workspace."""
+    workspaces = list(self.runtime.settings.workspaces)
+    for workspace in workspaces:
+        self.app.send_task(SYNC_MEMBERS, args=[workspace])
+    return workspaces
+
+
+@shared_task(bind=True, base=BbsyncTask, name=SYNC_MEMBERS)
+def sync_members(self: BbsyncTask, workspace: str) -> dict[str, Any]:
+    """Members → User entities, groups → Group entities, permissions; revocations audited."""
+    with self.retrying(), self.unit_of_work() as session:
+        run = PeopleSync(
+            self.runtime.bitbucket(), session, session.commit, self.runtime.settings
+        ).run(workspace)
+        return {"run_id": run.id, "api_calls": run.api_calls, "error": run.error, **run.counts}

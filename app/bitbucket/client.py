@@ -93,6 +93,8 @@ class BitbucketClient:
         self._base_scheme = base.scheme.lower()
         self._base_netloc = base.netloc.lower()
         self._base_path = base.path.rstrip("/")
+        # Bitbucket keeps a few 1.0 endpoints (groups) beside 2.0 on the same host.
+        self._v1_path = self._base_path[:-4] + "/1.0" if self._base_path.endswith("/2.0") else None
         self.tokens = tokens
         self.budget = budget
         self.ledger = ledger or CallLedger()
@@ -120,6 +122,8 @@ class BitbucketClient:
             and not parts.username
         )
         inside_api = parts.path == self._base_path or parts.path.startswith(self._base_path + "/")
+        if same_origin and self._v1_path and parts.path.startswith(self._v1_path + "/"):
+            return path_or_url, parts.path[len(self._v1_path) :].lstrip("/")
         if not (same_origin and inside_api):
             raise ForeignHostError(
                 f"refused to call {parts.scheme}://{parts.hostname}{parts.path}: "
@@ -128,6 +132,15 @@ class BitbucketClient:
             )
         relative = parts.path[len(self._base_path) :].lstrip("/")
         return path_or_url, relative
+
+    def v1_url(self, path: str) -> str:
+        """The URL of a Bitbucket 1.0 endpoint on the configured host (e.g. `groups/{ws}`)."""
+        if self._v1_path is None:
+            raise ForeignHostError(
+                f"no 1.0 API beside {self.api_url} (BITBUCKET_API_URL must end in /2.0)",
+                endpoint=path,
+            )
+        return f"{self._base_scheme}://{self._base_netloc}{self._v1_path}/{path.lstrip('/')}"
 
     # -- calls --------------------------------------------------------------------------
 
@@ -225,6 +238,19 @@ class BitbucketClient:
     ) -> dict[str, Any]:
         response = self.request("GET", path_or_url, params=params)
         return _json_object(response, path_or_url)
+
+    def get_json_list(self, path_or_url: str) -> list[Any]:
+        """A JSON array answer (a few 1.0 endpoints answer lists, not pages)."""
+        response = self.request("GET", path_or_url)
+        try:
+            body = response.json()
+        except ValueError:
+            raise BitbucketError(
+                f"{path_or_url}: answer is not JSON", endpoint=path_or_url
+            ) from None
+        if not isinstance(body, list):
+            raise BitbucketError(f"{path_or_url}: answer is not a JSON list", endpoint=path_or_url)
+        return body
 
     def post_json(self, path: str, body: Any, ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
         response = self.request("POST", path, json=body, ok=ok)

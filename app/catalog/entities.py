@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.catalog.descriptors import Descriptor, entity_name, entity_ref
+from app.catalog.mapping import GroupMapping
 from app.config import Settings
 
 API_VERSION = "backstage.io/v1alpha1"
@@ -72,6 +73,11 @@ class EntityBuilder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.web = settings.bitbucket_web_url
+        self.mapping = (
+            GroupMapping.load(settings.group_mapping_path)
+            if settings.group_mapping_path
+            else GroupMapping()
+        )
 
     def repo_url(self, repo: RepositoryView) -> str:
         return f"{self.web}/{repo.workspace}/{repo.slug}"
@@ -106,7 +112,8 @@ class EntityBuilder:
         return built(body)
 
     def group_name(self, workspace: str, project_key: str) -> str:
-        return entity_name(f"{workspace}-{project_key}")
+        mapped = self.mapping.projects.get(project_key)
+        return mapped.name if mapped else entity_name(f"{workspace}-{project_key}")
 
     def owner_of(self, repo: RepositoryView) -> str:
         if self.settings.component_owner:
@@ -140,6 +147,14 @@ class EntityBuilder:
         return built(body)
 
     def project_group(self, workspace: str, key: str, name: str) -> BuiltEntity:
+        spec: dict[str, Any] = {
+            "type": "project",
+            "profile": {"displayName": name or key},
+            "children": [],
+        }
+        mapped = self.mapping.projects.get(key)
+        if mapped and mapped.parent:
+            spec["parent"] = mapped.parent
         body = {
             "apiVersion": API_VERSION,
             "kind": "Group",
@@ -156,7 +171,7 @@ class EntityBuilder:
                     {"url": f"{self.web}/{workspace}/workspace/projects/{key}", "title": "Project"}
                 ],
             },
-            "spec": {"type": "project", "profile": {"displayName": name or key}, "children": []},
+            "spec": spec,
         }
         return built(body)
 

@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes + 64 * 1024
 
     from app.web.api import api
+    from app.web.api_access import access_api
     from app.web.api_activity import activity_api
     from app.web.catalog import catalog
     from app.web.health import health
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(metrics)
     app.register_blueprint(api)
     app.register_blueprint(activity_api)
+    app.register_blueprint(access_api)
     app.register_blueprint(openapi)
     app.register_blueprint(catalog)
     app.register_blueprint(webhooks)

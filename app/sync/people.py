@@ -1,0 +1,395 @@
+"""People and access: workspace members become `User` entities, Bitbucket groups `Group`
+entities, and effective repository permissions a table a Backstage permission policy reads.
+
+Whatever Bitbucket stops listing is revoked here at the next sync (soft-deleted, with an audit
+row saying what and when), under the same guard as the catalog: a sync that would remove more
+than `BBSYNC_MAX_DELETE_SHARE` of the members (or permissions) at once is refused and reported.
+Groups come from the 1.0 API, which Bitbucket keeps "temporarily": when it does not answer,
+the sync goes on without them and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.bitbucket.client import BitbucketClient, api_path
+from app.bitbucket.errors import BitbucketError, BitbucketRequestError, CredentialError, RetryLater
+from app.catalog.entities import EntityBuilder
+from app.catalog.people import group_entity, group_entity_name, user_entity, user_name
+from app.config import Settings
+from app.models import (
+    AccessAudit,
+    BitbucketGroup,
+    CatalogEntity,
+    EntitySource,
+    Repository,
+    RepositoryPermission,
+    SyncRun,
+    SyncStatus,
+    Workspace,
+    WorkspaceMember,
+    utcnow,
+)
+from app.sync.entity_writer import EntityWriter, WriteOutcome
+from app.sync.repositories import ensure_workspace
+
+log = logging.getLogger(__name__)
+
+KIND = "members"
+
+
+def audit(
+    session: Session, workspace: str | None, action: str, subject: str, **detail: Any
+) -> None:
+    session.add(AccessAudit(workspace=workspace, action=action, subject=subject, detail=detail))
+
+
+def _member(user: dict[str, Any]) -> dict[str, Any]:
+    avatar = ((user.get("links") or {}).get("avatar") or {}).get("href")
+    return {
+        "account_id": user["account_id"],
+        "uuid": user.get("uuid"),
+        "nickname": user.get("nickname"),
+        "display_name": user.get("display_name") or "",
+        "avatar_url": avatar,
+        "email": user.get("email"),
+    }
+
+
+class PeopleSync:
+    def __init__(
+        self,
+        client: BitbucketClient,
+        session: Session,
+        commit: Callable[[], None],
+        settings: Settings,
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.commit = commit
+        self.settings = settings
+        self.mapping = EntityBuilder(settings).mapping
+        self.counts: dict[str, Any] = {}
+
+    def run(self, workspace: str) -> SyncRun:
+        self.counts = {
+            "members": 0,
+            "removed_members": 0,
+            "groups": "none",
+            "permissions": 0,
+            "revoked_permissions": 0,
+            "entities_written": 0,
+            "entities_deleted": 0,
+            "warnings": [],
+        }
+        run = SyncRun(kind=KIND, workspace=workspace, counts=dict(self.counts))
+        self.session.add(run)
+        self.commit()
+        calls_before, started = self.client.ledger.total, time.monotonic()
+        try:
+            ws = ensure_workspace(self.session, self.client, workspace)
+            members = [
+                _member(m["user"])
+                for m in self.client.paginate(api_path("workspaces", workspace, "members"))
+                if (m.get("user") or {}).get("account_id")
+            ]
+            groups = self._groups(workspace)
+            refused = self._apply_members(ws, members)
+            self._apply_groups(ws, groups)
+            refused = self._apply_permissions(ws) or refused
+            self._entities(ws, groups)
+            run.error = refused
+            run.status = SyncStatus.SUCCEEDED.value
+        except RetryLater as exc:
+            self.session.rollback()
+            run.status, run.error = SyncStatus.PAUSED.value, str(exc)
+            raise
+        except BitbucketError as exc:
+            self.session.rollback()
+            run.status, run.error = SyncStatus.FAILED.value, str(exc)
+            raise
+        finally:
+            run.counts = dict(self.counts)
+            run.api_calls = self.client.ledger.total - calls_before
+            run.calls_by_family = dict(self.client.ledger.by_family)
+            run.finished_at = utcnow()
+            run.duration_ms = int((time.monotonic() - started) * 1000)
+            self.session.add(run)
+            self.commit()
+        return run
+
+    # -- fetching ---------------------------------------------------------------------
+
+    def _groups(self, workspace: str) -> list[dict[str, Any]] | None:
+        try:
+            raw = self.client.get_json_list(self.client.v1_url(f"groups/{workspace}"))
+        except BitbucketRequestError as exc:
+            warning = f"groups unavailable ({exc.status}): project groups only"
+            self.counts["warnings"].append(warning)
+            self.counts["groups"] = "unavailable"
+            log.warning(
+                "bitbucket groups unavailable", extra={"workspace": workspace, "error": str(exc)}
+            )
+            return None
+        groups = []
+        for item in raw:
+            if isinstance(item, dict) and item.get("slug"):
+                groups.append(
+                    {
+                        "slug": str(item["slug"]),
+                        "name": str(item.get("name") or item["slug"]),
+                        "permission": item.get("permission"),
+                        "members": sorted(
+                            {
+                                str(m["account_id"])
+                                for m in item.get("members") or []
+                                if isinstance(m, dict) and m.get("account_id")
+                            }
+                        ),
+                    }
+                )
+        self.counts["groups"] = len(groups)
+        return groups
+
+    def _permissions(self, ws: Workspace) -> dict[tuple[int, str, str], str]:
+        """`{(repository id, user|group, account id or group slug): permission}`."""
+        repos = {
+            r.full_name: r.id
+            for r in self.session.scalars(
+                select(Repository).where(
+                    Repository.workspace_id == ws.id, Repository.deleted_at.is_(None)
+                )
+            )
+        }
+        found: dict[tuple[int, str, str], str] = {}
+        try:
+            for item in self.client.paginate(
+                api_path("workspaces", ws.slug, "permissions", "repositories")
+            ):
+                repo_id = repos.get(str((item.get("repository") or {}).get("full_name")))
+                account = (item.get("user") or {}).get("account_id")
+                if repo_id and account and item.get("permission"):
+                    found[(repo_id, "user", str(account))] = str(item["permission"])
+            return found
+        except CredentialError:
+            # Not a workspace admin: read each repository's explicit permissions instead.
+            self.counts["warnings"].append(
+                "workspace permissions need an admin; read per repository"
+            )
+        for full_name, repo_id in repos.items():
+            slug = full_name.split("/", 1)[1]
+            base = api_path("repositories", ws.slug, slug, "permissions-config")
+            for item in self.client.paginate(f"{base}/users"):
+                account = (item.get("user") or {}).get("account_id")
+                if account:
+                    found[(repo_id, "user", str(account))] = str(item["permission"])
+            for item in self.client.paginate(f"{base}/groups"):
+                group = (item.get("group") or {}).get("slug")
+                if group:
+                    found[(repo_id, "group", str(group))] = str(item["permission"])
+        return found
+
+    # -- applying ---------------------------------------------------------------------
+
+    def _refuse(self, what: str, removing: int, total: int) -> str | None:
+        if total and removing / total > self.settings.max_delete_share:
+            message = (
+                f"{what} sweep refused: {removing} of {total} would be removed, more "
+                f"than {self.settings.max_delete_share:.0%} at once"
+            )
+            log.error(
+                "people sweep refused", extra={"what": what, "removing": removing, "total": total}
+            )
+            return message
+        return None
+
+    def _apply_members(self, ws: Workspace, members: list[dict[str, Any]]) -> str | None:
+        now = utcnow()
+        existing = {
+            m.account_id: m
+            for m in self.session.scalars(
+                select(WorkspaceMember).where(WorkspaceMember.workspace_id == ws.id)
+            )
+        }
+        live = {k for k, m in existing.items() if m.removed_at is None}
+        seen = {m["account_id"] for m in members}
+        refused = self._refuse("member", len(live - seen), len(live))
+        for data in members:
+            row = existing.get(data["account_id"])
+            if row is None:
+                row = WorkspaceMember(
+                    workspace_id=ws.id, account_id=data["account_id"], first_seen_at=now
+                )
+                self.session.add(row)
+                audit(
+                    self.session,
+                    ws.slug,
+                    "member_added",
+                    data["account_id"],
+                    display_name=data["display_name"],
+                )
+            elif row.removed_at is not None:
+                audit(
+                    self.session,
+                    ws.slug,
+                    "member_added",
+                    data["account_id"],
+                    display_name=data["display_name"],
+                    returned=True,
+                )
+            for key in ("uuid", "nickname", "display_name", "avatar_url", "email"):
+                setattr(row, key, data[key])
+            row.last_seen_at, row.removed_at = now, None
+        self.counts["members"] = len(members)
+        if refused:
+            return refused
+        for account in live - seen:
+            row = existing[account]
+            row.removed_at = now
+            self.counts["removed_members"] += 1
+            audit(
+                self.session,
+                ws.slug,
+                "member_removed",
+                account,
+                display_name=row.display_name,
+                first_seen_at=row.first_seen_at.isoformat(),
+                last_seen_at=row.last_seen_at.isoformat(),
+            )
+        return None
+
+    def _apply_groups(self, ws: Workspace, groups: list[dict[str, Any]] | None) -> None:
+        if groups is None:
+            return  # unknown is not empty: keep what we knew
+        now = utcnow()
+        existing = {
+            g.slug: g
+            for g in self.session.scalars(
+                select(BitbucketGroup).where(BitbucketGroup.workspace_id == ws.id)
+            )
+        }
+        for data in groups:
+            row = existing.get(data["slug"]) or BitbucketGroup(
+                workspace_id=ws.id, slug=data["slug"]
+            )
+            before = set(row.members or []) if row.removed_at is None else set()
+            for account in sorted(before - set(data["members"])):
+                audit(self.session, ws.slug, "group_member_removed", account, group=data["slug"])
+            row.name, row.permission, row.members = (
+                data["name"],
+                data["permission"],
+                data["members"],
+            )
+            row.last_seen_at, row.removed_at = now, None
+            self.session.add(row)
+        for slug in set(existing) - {g["slug"] for g in groups}:
+            if existing[slug].removed_at is None:
+                existing[slug].removed_at = now
+                audit(self.session, ws.slug, "group_removed", slug)
+
+    def _apply_permissions(self, ws: Workspace) -> str | None:
+        now = utcnow()
+        found = self._permissions(ws)
+        existing = {
+            (p.repository_id, p.principal_type, p.principal): p
+            for p in self.session.scalars(
+                select(RepositoryPermission)
+                .join(Repository, RepositoryPermission.repository_id == Repository.id)
+                .where(Repository.workspace_id == ws.id)
+            )
+        }
+        live = {k for k, p in existing.items() if p.removed_at is None}
+        refused = self._refuse("permission", len(live - set(found)), len(live))
+        for key, permission in found.items():
+            row = existing.get(key)
+            if row is None:
+                row = RepositoryPermission(
+                    repository_id=key[0], principal_type=key[1], principal=key[2], first_seen_at=now
+                )
+                self.session.add(row)
+            elif row.permission != permission and row.removed_at is None:
+                audit(
+                    self.session,
+                    ws.slug,
+                    "permission_changed",
+                    key[2],
+                    repository_id=key[0],
+                    old=row.permission,
+                    new=permission,
+                )
+            row.permission, row.last_seen_at, row.removed_at = permission, now, None
+        self.counts["permissions"] = len(found)
+        if refused:
+            return refused
+        for key in live - set(found):
+            row = existing[key]
+            row.removed_at = now
+            self.counts["revoked_permissions"] += 1
+            audit(
+                self.session,
+                ws.slug,
+                "permission_revoked",
+                key[2],
+                repository_id=key[0],
+                principal_type=key[1],
+                permission=row.permission,
+            )
+        return None
+
+    def _entities(self, ws: Workspace, groups: list[dict[str, Any]] | None) -> None:
+        members = list(
+            self.session.scalars(
+                select(WorkspaceMember).where(
+                    WorkspaceMember.workspace_id == ws.id, WorkspaceMember.removed_at.is_(None)
+                )
+            )
+        )
+        known_groups = list(
+            self.session.scalars(
+                select(BitbucketGroup).where(
+                    BitbucketGroup.workspace_id == ws.id, BitbucketGroup.removed_at.is_(None)
+                )
+            )
+        )
+        by_account = {m.account_id: user_name(m.nickname, m.account_id) for m in members}
+        member_of: dict[str, list[str]] = {m.account_id: [] for m in members}
+        writer, outcome, keep = EntityWriter(self.session, ws.slug), WriteOutcome(), set()
+        for group in known_groups:
+            name = group_entity_name(ws.slug, group.slug, self.mapping)
+            users = [by_account[a] for a in group.members or [] if a in by_account]
+            for account in group.members or []:
+                if account in member_of:
+                    member_of[account].append(f"group:default/{name}")
+            entity = group_entity(ws.slug, group.slug, group.name, users, self.mapping)
+            if writer.write(entity, EntitySource.PEOPLE, outcome=outcome):
+                keep.add(entity.ref)
+        for member in members:
+            data = {
+                k: getattr(member, k)
+                for k in ("account_id", "uuid", "nickname", "display_name", "avatar_url", "email")
+            }
+            entity = user_entity(ws.slug, data, member_of[member.account_id])
+            if writer.write(entity, EntitySource.PEOPLE, outcome=outcome):
+                keep.add(entity.ref)
+        stale = (
+            update(CatalogEntity)
+            .where(
+                CatalogEntity.workspace == ws.slug,
+                CatalogEntity.source == EntitySource.PEOPLE.value,
+                CatalogEntity.deleted_at.is_(None),
+                CatalogEntity.entity_ref.not_in(keep) if keep else CatalogEntity.id.is_not(None),
+            )
+            .values(deleted_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        self.counts["entities_deleted"] = int(
+            getattr(self.session.execute(stale), "rowcount", 0) or 0
+        )
+        self.counts["entities_written"] = outcome.written
+        self.counts["warnings"].extend(outcome.conflicts[:20])
