@@ -100,11 +100,11 @@ class PeopleSync:
                 if (m.get("user") or {}).get("account_id")
             ]
             groups = self._groups(workspace)
-            refused = self._apply_members(ws, members)
+            refused = [self._apply_members(ws, members)]
             self._apply_groups(ws, groups)
-            refused = self._apply_permissions(ws) or refused
+            refused.append(self._apply_permissions(ws))
             self._entities(ws, groups)
-            run.error = refused
+            run.error = "; ".join(r for r in refused if r) or None
             run.status = SyncStatus.SUCCEEDED.value
         except RetryLater as exc:
             self.session.rollback()

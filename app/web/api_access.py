@@ -12,6 +12,7 @@ through a group, lets the trigger through. Every attempt is written to `access_a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
 from app.bitbucket.errors import BitbucketError, RetryLater
+from app.bitbucket.schemas import PipelineSchema
 from app.catalog.people import USER_ID
 from app.models import (
     BitbucketGroup,
@@ -33,6 +35,7 @@ from app.models import (
     Workspace,
     WorkspaceMember,
 )
+from app.sync.activity import store_pipeline
 from app.sync.people import audit
 from app.web import runtime
 from app.web.auth import require_api_token
@@ -285,6 +288,9 @@ def trigger_pipeline(workspace: str, slug: str) -> Any:
             )
             session.commit()
             return jsonify(error=refused.error, message=str(refused)), refused.status
+        with contextlib.suppress(ValidationError):
+            # Shown in the API at once; reconciliation and later reads keep it current.
+            store_pipeline(session, repo, PipelineSchema().load(created))
         audit(
             session,
             workspace,
