@@ -10,7 +10,6 @@ A newer row is never overwritten by older data.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
-from app.bitbucket.errors import BitbucketError, BitbucketRequestError, RetryLater
+from app.bitbucket.errors import BitbucketRequestError
 from app.bitbucket.schemas import CommitStatusSchema, PipelineSchema, PullRequestSchema
 from app.models import (
     CommitStatus,
@@ -28,10 +27,10 @@ from app.models import (
     PullRequest,
     Repository,
     SyncRun,
-    SyncStatus,
     Workspace,
     utcnow,
 )
+from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -165,11 +164,8 @@ class ActivityReconcile:
         self.counts = dict.fromkeys(
             ("repositories", "pull_requests", "stale", "pipelines", "statuses", "failures"), 0
         )
-        run = SyncRun(kind=KIND, workspace=workspace, counts=dict(self.counts))
-        self.session.add(run)
-        self.commit()
-        calls_before, started = self.client.ledger.total, time.monotonic()
-        try:
+        run = SyncRun(kind=KIND, workspace=workspace)
+        with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
             ws = self.session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
             repos = (
                 []
@@ -188,23 +184,6 @@ class ActivityReconcile:
             for repo in repos:
                 self.reconcile_repository(workspace, repo)
                 self.commit()
-            run.status = SyncStatus.SUCCEEDED.value
-        except RetryLater as exc:
-            self.session.rollback()
-            run.status, run.error = SyncStatus.PAUSED.value, str(exc)
-            raise
-        except BitbucketError as exc:
-            self.session.rollback()
-            run.status, run.error = SyncStatus.FAILED.value, str(exc)
-            raise
-        finally:
-            run.counts = dict(self.counts)
-            run.api_calls = self.client.ledger.total - calls_before
-            run.calls_by_family = dict(self.client.ledger.by_family)
-            run.finished_at = utcnow()
-            run.duration_ms = int((time.monotonic() - started) * 1000)
-            self.session.add(run)
-            self.commit()
         return run
 
     def reconcile_repository(self, workspace: str, repo: Repository) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path, file_path
-from app.bitbucket.errors import BitbucketError, BitbucketRequestError, RetryLater
+from app.bitbucket.errors import BitbucketError, BitbucketRequestError
 from app.catalog.descriptors import DescriptorError, parse_descriptor
 from app.catalog.entities import EntityBuilder, RepositoryView
 from app.config import Settings
@@ -33,12 +32,12 @@ from app.models import (
     Project,
     Repository,
     SyncRun,
-    SyncStatus,
     Workspace,
     utcnow,
 )
 from app.sync.discovery import CatalogFileSearch, CodeSearchUnavailable, is_glob
 from app.sync.entity_writer import EntityWriter, WriteOutcome
+from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -80,27 +79,10 @@ class CatalogSync:
         ws = self.session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
         run = SyncRun(kind=KIND, workspace=workspace)
         self._reset_counts()
-        run.counts = dict(self.counts)
-        self.session.add(run)
-        self.commit()
-        calls_before = self.client.ledger.total
-        started = time.monotonic()
-        try:
+        with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
             if ws is None:
                 raise BitbucketError(f"workspace {workspace} has not been listed yet")
             self._sync(ws, run)
-            run.status = SyncStatus.SUCCEEDED.value
-        except RetryLater as exc:
-            self.session.rollback()
-            run.status, run.error = SyncStatus.PAUSED.value, str(exc)
-            self._finish(run, calls_before, started)
-            raise
-        except BitbucketError as exc:
-            self.session.rollback()
-            run.status, run.error = SyncStatus.FAILED.value, str(exc)
-            self._finish(run, calls_before, started)
-            raise
-        self._finish(run, calls_before, started)
         return run
 
     def _reset_counts(self) -> None:
@@ -132,15 +114,6 @@ class CatalogSync:
         if self.counts["failures"]:
             raise BitbucketError(f"catalog files of {repo.full_name} could not be read")
         return dict(self.counts)
-
-    def _finish(self, run: SyncRun, calls_before: int, started: float) -> None:
-        run.counts = dict(self.counts)
-        run.api_calls = self.client.ledger.total - calls_before
-        run.calls_by_family = dict(self.client.ledger.by_family)
-        run.finished_at = utcnow()
-        run.duration_ms = int((time.monotonic() - started) * 1000)
-        self.session.add(run)
-        self.commit()
 
     # -- the phases -------------------------------------------------------------------
 

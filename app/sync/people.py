@@ -11,7 +11,6 @@ the sync goes on without them and says so.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
-from app.bitbucket.errors import BitbucketError, BitbucketRequestError, CredentialError, RetryLater
+from app.bitbucket.errors import BitbucketRequestError, CredentialError
 from app.catalog.entities import EntityBuilder
 from app.catalog.people import group_entity, group_entity_name, user_entity, user_name
 from app.config import Settings
@@ -31,13 +30,13 @@ from app.models import (
     Repository,
     RepositoryPermission,
     SyncRun,
-    SyncStatus,
     Workspace,
     WorkspaceMember,
     utcnow,
 )
 from app.sync.entity_writer import EntityWriter, WriteOutcome
 from app.sync.repositories import ensure_workspace
+from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +87,8 @@ class PeopleSync:
             "entities_deleted": 0,
             "warnings": [],
         }
-        run = SyncRun(kind=KIND, workspace=workspace, counts=dict(self.counts))
-        self.session.add(run)
-        self.commit()
-        calls_before, started = self.client.ledger.total, time.monotonic()
-        try:
+        run = SyncRun(kind=KIND, workspace=workspace)
+        with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
             ws = ensure_workspace(self.session, self.client, workspace)
             members = [
                 _member(m["user"])
@@ -105,23 +101,6 @@ class PeopleSync:
             refused.append(self._apply_permissions(ws))
             self._entities(ws, groups)
             run.error = "; ".join(r for r in refused if r) or None
-            run.status = SyncStatus.SUCCEEDED.value
-        except RetryLater as exc:
-            self.session.rollback()
-            run.status, run.error = SyncStatus.PAUSED.value, str(exc)
-            raise
-        except BitbucketError as exc:
-            self.session.rollback()
-            run.status, run.error = SyncStatus.FAILED.value, str(exc)
-            raise
-        finally:
-            run.counts = dict(self.counts)
-            run.api_calls = self.client.ledger.total - calls_before
-            run.calls_by_family = dict(self.client.ledger.by_family)
-            run.finished_at = utcnow()
-            run.duration_ms = int((time.monotonic() - started) * 1000)
-            self.session.add(run)
-            self.commit()
         return run
 
     # -- fetching ---------------------------------------------------------------------

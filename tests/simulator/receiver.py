@@ -41,12 +41,14 @@ def running_receiver() -> Iterator[WebhookReceiver]:
             length = int(self.headers.get("Content-Length", "0"))
             body = self.rfile.read(length)
             target = state["receiver"]
-            self.send_response(target.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            # Recorded before the answer: the sender waits for it before the next delivery,
+            # so the recorded order is the delivery order even under load.
             with target.arrived:
                 target.requests.append(ReceivedRequest(self.path, dict(self.headers), body))
                 target.arrived.notify_all()
+            self.send_response(target.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:
             return
