@@ -22,22 +22,35 @@ def repository_health(
             PullRequest.repository_id == repo.id, PullRequest.state == "OPEN"
         )
     ).one()
-    results = list(
+    recent = list(
         session.scalars(
-            select(Pipeline.result)
+            select(Pipeline)
             .where(Pipeline.repository_id == repo.id, Pipeline.state == "COMPLETED")
             .order_by(Pipeline.created_on.desc())
             .limit(pipeline_runs)
         )
     )
+    results = [p.result for p in recent]
     successful = sum(1 for r in results if r == "SUCCESSFUL")
+    statuses = list(
+        session.scalars(
+            select(CommitStatus)
+            .where(
+                CommitStatus.repository_id == repo.id,
+                (CommitStatus.refname == repo.default_branch)
+                | (CommitStatus.commit_hash == repo.head_commit),
+            )
+            .order_by(CommitStatus.updated_on.desc())
+            .limit(200)
+        )
+    )
     return {
         "repository": repo.full_name,
         "default_branch": repo.default_branch,
         "open_pull_requests": int(open_count or 0),
         "oldest_open_pull_request_age_seconds": _age(now, oldest),
-        "last_build": _last_build(session, repo),
-        "builds_on_head": _builds_on_head(session, repo),
+        "last_build": _last_build(session, repo, statuses, recent),
+        "builds_on_head": _builds_on_head(repo, statuses),
         "pipeline_runs": len(results),
         "pipeline_success_rate": round(successful / len(results), 3) if results else None,
         "last_push_at": repo.last_push_at or repo.updated_on,
@@ -54,29 +67,25 @@ def _age(now: datetime, since: datetime | None) -> int | None:
     return max(0, int((now - since).total_seconds()))
 
 
-def _last_build(session: Session, repo: Repository) -> dict[str, Any] | None:
+def _last_build(
+    session: Session, repo: Repository, statuses: list[CommitStatus], recent: list[Pipeline]
+) -> dict[str, Any] | None:
     """The newest finished build on the default branch: a commit status or a pipeline."""
     branch = repo.default_branch
-    status = session.scalars(
-        select(CommitStatus)
-        .where(
-            CommitStatus.repository_id == repo.id,
-            CommitStatus.state != "INPROGRESS",
-            (CommitStatus.refname == branch) | (CommitStatus.commit_hash == repo.head_commit),
-        )
-        .order_by(CommitStatus.updated_on.desc())
-        .limit(1)
-    ).first()
-    pipeline = session.scalars(
-        select(Pipeline)
-        .where(
-            Pipeline.repository_id == repo.id,
-            Pipeline.state == "COMPLETED",
-            Pipeline.ref_name == branch,
-        )
-        .order_by(Pipeline.completed_on.desc())
-        .limit(1)
-    ).first()
+    status = next((s for s in statuses if s.state != "INPROGRESS"), None)
+    pipeline = next((p for p in recent if p.ref_name == branch), None)
+    if pipeline is None and recent:
+        # The last runs were all on other branches: look further back for this one.
+        pipeline = session.scalars(
+            select(Pipeline)
+            .where(
+                Pipeline.repository_id == repo.id,
+                Pipeline.state == "COMPLETED",
+                Pipeline.ref_name == branch,
+            )
+            .order_by(Pipeline.completed_on.desc())
+            .limit(1)
+        ).first()
     candidates: list[dict[str, Any]] = []
     if status is not None:
         candidates.append(
@@ -106,15 +115,15 @@ def _last_build(session: Session, repo: Repository) -> dict[str, Any] | None:
     return max(dated, key=lambda c: c["at"]) if dated else (candidates[0] if candidates else None)
 
 
-def _builds_on_head(session: Session, repo: Repository) -> list[dict[str, Any]]:
+def _builds_on_head(repo: Repository, statuses: list[CommitStatus]) -> list[dict[str, Any]]:
     """The latest result per build key on the default branch head."""
     if not repo.head_commit:
         return []
-    rows = session.scalars(
-        select(CommitStatus)
-        .where(CommitStatus.repository_id == repo.id, CommitStatus.commit_hash == repo.head_commit)
-        .order_by(CommitStatus.key)
-    )
+    latest: dict[str, CommitStatus] = {}
+    for status in statuses:  # newest first
+        if status.commit_hash == repo.head_commit:
+            latest.setdefault(status.key, status)
     return [
-        {"key": s.key, "state": s.state, "name": s.name, "updated_on": s.updated_on} for s in rows
+        {"key": s.key, "state": s.state, "name": s.name, "updated_on": s.updated_on}
+        for s in sorted(latest.values(), key=lambda s: s.key)
     ]

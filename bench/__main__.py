@@ -126,7 +126,7 @@ def main() -> None:
     budget_overhead()
     budget_across_processes()
     sizes = os.environ.get("BBSYNC_BENCH_SIZES", "1000,5000,10000")
-    for size in (int(s) for s in sizes.split(",")):
+    for size in (int(s) for s in sizes.split(",") if s.strip()):
         sync_cost.report(sync_cost.measure(size))
 
 

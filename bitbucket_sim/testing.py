@@ -66,7 +66,7 @@ class SimProcess:
         seed: int = 1,
         *,
         host: str = "127.0.0.1",
-        startup_timeout: float = 20.0,
+        startup_timeout: float = 60.0,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         **options: Any,
