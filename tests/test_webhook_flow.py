@@ -113,6 +113,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
             "BITBUCKET_WORKSPACES": "acme",
             "BITBUCKET_ACCESS_TOKEN": "sim-token",
             "BITBUCKET_WEBHOOK_SECRET": SECRET,
+            # Wide enough that the 200-push burst below fits in one window even on a slow CI.
+            "BBSYNC_PUSH_COALESCE_SECONDS": "10",
             "BBSYNC_API_TOKENS": API_TOKEN,
             "BBSYNC_REQUEUE_AFTER_SECONDS": "1",
             "LOG_FORMAT": "json",

@@ -166,6 +166,12 @@ def test_bad_bodies_get_a_json_error_naming_the_field_and_leave_nothing(
     assert deliveries(rt) == []
 
 
+def test_a_deeply_nested_body_is_refused_not_a_crash(rt: Runtime) -> None:
+    response = post(rt, "repo:push", b"[" * 100_000 + b"]" * 100_000)
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_json"
+
+
 def test_missing_headers_are_named(rt: Runtime) -> None:
     raw = encode(PUSH)
     headers = delivery_headers("repo:push", raw)

@@ -79,6 +79,8 @@ def receive() -> Any:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _error(400, "invalid_json", f"body is not JSON: {exc}")
+    except RecursionError:
+        return _error(400, "invalid_json", "body is nested too deeply")
     event_key = headers["event_key"]
     handled = event_key in HANDLED_EVENTS
     repository: dict[str, Any] = {}
