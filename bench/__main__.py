@@ -15,17 +15,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from typing import Any
 
 import redis
 import requests
 
 from app.bitbucket.budget import Priority, RateBudget
-from app.bitbucket.errors import BudgetExhausted
 from app.config import settings_from_env
 from app.runtime import Runtime
 from app.sync.repositories import REPOSITORY_LIST_FIELDS
 from bench import sync_cost
+from bench.budget_race import race
 from bitbucket_sim.testing import SimProcess
 
 REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -85,27 +84,13 @@ def budget_overhead(samples: int = 3000) -> None:
     )
 
 
-def _race(limit: int, reserve: int, start: Any, results: Any) -> None:
-    budget = RateBudget(REDIS_URL, "bench-race", limit=limit, reserve=reserve)
-    budget.snapshot()
-    start.wait(timeout=30)
-    granted = 0
-    for _ in range(limit):
-        try:
-            budget.acquire(Priority.BACKFILL)
-            granted += 1
-        except BudgetExhausted:
-            pass
-    results.put(granted)
-
-
 def budget_across_processes(processes: int = 4, limit: int = 1000, reserve: int = 200) -> None:
     RateBudget(REDIS_URL, "bench-race", limit=limit, reserve=reserve).reset()
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     start = context.Barrier(processes)
     workers = [
-        context.Process(target=_race, args=(limit, reserve, start, results))
+        context.Process(target=race, args=(limit, reserve, start, results))
         for _ in range(processes)
     ]
     for worker in workers:
