@@ -103,6 +103,7 @@ class Settings:
     health_pipeline_runs: int = 20
     retention_days: int = 90
     members_interval_seconds: int = 3600
+    quota_warn_percent: int = 80
     group_mapping_path: str = ""
     backstage_jwks_url: str = ""
     backstage_issuer: str = ""
@@ -342,6 +343,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
         ),
         retention_days=_int("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
+        quota_warn_percent=_int(
+            "BBSYNC_QUOTA_WARN_PERCENT", get("BBSYNC_QUOTA_WARN_PERCENT", "80")
+        ),
         members_interval_seconds=_int(
             "BBSYNC_MEMBERS_INTERVAL", get("BBSYNC_MEMBERS_INTERVAL", "3600")
         ),

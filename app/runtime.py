@@ -14,6 +14,7 @@ from app.bitbucket.accounting import CallLedger
 from app.bitbucket.auth import TokenSource
 from app.bitbucket.budget import Priority, RateBudget
 from app.bitbucket.client import BitbucketClient
+from app.bitbucket.quota import QuotaWatch
 from app.config import Settings
 from app.db import make_engine, make_session_factory
 
@@ -64,7 +65,12 @@ class Runtime:
             priority=priority,
             timeout=self.settings.http_timeout_seconds,
             max_retries=self.settings.http_max_retries,
+            quota=self.quota,
         )
+
+    @cached_property
+    def quota(self) -> QuotaWatch:
+        return QuotaWatch(self.budget, self.redis, self.settings.quota_warn_percent)
 
     def dispose(self) -> None:
         """Drop pooled database connections after a fork (redis-py re-opens by itself)."""

@@ -78,6 +78,7 @@ class RateBudget:
         self._storage = RedisStorage(
             redis_url, connection_pool=self.redis.connection_pool, key_prefix=KEY_PREFIX
         )
+        self.fingerprint = credential_fingerprint
         self._window_key = f"budget/{credential_fingerprint}"
         self._pause_key = f"{KEY_PREFIX}:budget-paused/{credential_fingerprint}"
 

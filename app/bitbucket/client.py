@@ -33,6 +33,7 @@ from app.bitbucket.errors import (
     NotFound,
     RateLimited,
 )
+from app.bitbucket.quota import QuotaWatch
 from app.bitbucket.schemas import PageSchema
 from app.config import CredentialKind
 
@@ -87,6 +88,7 @@ class BitbucketClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 8.0,
         http: requests.Session | None = None,
+        quota: QuotaWatch | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         base = urlsplit(self.api_url)
@@ -103,6 +105,7 @@ class BitbucketClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.quota = quota
         self.http = http or requests.Session()
         self.http.headers["User-Agent"] = USER_AGENT
         # Never pick up credentials from ~/.netrc or proxies' env for another host.
@@ -189,10 +192,14 @@ class BitbucketClient:
                 ) from None
             status = response.status_code
             self.ledger.record(family, status)
+            if self.quota is not None:
+                self.quota.after_call()
             if status in ok:
                 return response
             if status == 429:
                 paused = self.budget.pause(_retry_after(response))
+                if self.quota is not None:
+                    self.quota.rate_limited(endpoint, paused)
                 log.warning(
                     "bitbucket rate limit hit; budget paused",
                     extra={"endpoint": endpoint, "pause_seconds": round(paused)},

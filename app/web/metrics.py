@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import shared_call_totals
+from app.bitbucket.quota import alert_counts
 from app.models import CatalogEntity, SyncRun
 from app.runtime import Runtime
 from app.web import runtime
@@ -52,6 +53,12 @@ class SharedStateCollector(Collector):
             ("remaining", snapshot.remaining, "Calls left in the current window"),
         ):
             yield GaugeMetricFamily(f"bbsync_budget_{name}", doc, value=value)
+        alerts = CounterMetricFamily(
+            "bbsync_quota_alerts", "Budget past the warning mark, and 429s", labels=["kind"]
+        )
+        for kind, value in sorted(alert_counts(self.rt.redis).items()):
+            alerts.add_metric([kind], value)
+        yield alerts
         yield GaugeMetricFamily(
             "bbsync_budget_paused",
             "1 while a 429 pauses every process",
