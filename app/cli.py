@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.errors import BitbucketError, RetryLater
 from app.cli_webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
+from app.doctor import run_checks
 from app.logs import configure_logging
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
 from app.runtime import Runtime
@@ -274,6 +275,18 @@ def _parse_error_lines(session: Any, workspace: Workspace, shown: int = 10) -> l
     if len(broken) > shown:
         lines.append(f"    … and {len(broken) - shown} more (GET /api/catalog-files?errors=1)")
     return lines
+
+
+@main.command()
+@click.option("--url", "hook_url", default=None, help="The URL the webhook should point at.")
+@click.pass_context
+def doctor(ctx: click.Context, hook_url: str | None) -> None:
+    """Check the configuration end to end: one line per check, with a fix."""
+    checks = run_checks(_runtime(ctx), hook_url=hook_url)
+    for check in checks:
+        click.echo(check.line())
+    if not all(c.ok for c in checks):
+        sys.exit(1)
 
 
 @main.command("config")
