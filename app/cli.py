@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.errors import BitbucketError, RetryLater
 from app.cli_webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
+from app.credentials_age import token_age_notice
 from app.doctor import run_checks
 from app.logs import configure_logging
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
@@ -191,6 +192,9 @@ def status(ctx: click.Context) -> None:
     except redis.RedisError as exc:
         ok = False
         click.echo(f"budget: Redis unreachable at REDIS_URL ({type(exc).__name__})", err=True)
+    notice = token_age_notice(rt.settings)
+    if notice:
+        click.echo(f"token: {notice[0].upper()}: {notice[1]}")
     try:
         with rt.sessions() as session:
             for line in _workspace_lines(session, rt.settings.workspaces):

@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -104,6 +105,10 @@ class Settings:
     retention_days: int = 90
     members_interval_seconds: int = 3600
     quota_warn_percent: int = 80
+    sentry_environment: str = "production"
+    sentry_release: str = ""
+    sentry_traces_sample_rate: float = 0.0
+    token_created_on: date | None = None  # when the Bitbucket token was made: rotation reminders
     group_mapping_path: str = ""
     backstage_jwks_url: str = ""
     backstage_issuer: str = ""
@@ -219,6 +224,25 @@ def _catalog_paths(value: str) -> tuple[str, ...]:
         if ".." in path.split("/"):
             raise SettingsError(f"BBSYNC_CATALOG_PATHS: {path!r} leaves the repository")
     return paths
+
+
+def _rate(name: str, value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number from 0 to 1, got {value!r}") from None
+    if not 0 <= rate <= 1:
+        raise SettingsError(f"{name}: must be from 0 to 1, got {rate}")
+    return rate
+
+
+def _date(name: str, value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a date like 2026-11-01, got {value!r}") from None
 
 
 def _mapping_path(value: str) -> str:
@@ -343,6 +367,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
         ),
         retention_days=_int("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
+        sentry_environment=get("SENTRY_ENVIRONMENT", "production"),
+        sentry_release=get("SENTRY_RELEASE"),
+        sentry_traces_sample_rate=_rate(
+            "SENTRY_TRACES_SAMPLE_RATE", get("SENTRY_TRACES_SAMPLE_RATE", "0")
+        ),
+        token_created_on=_date("BITBUCKET_TOKEN_CREATED", get("BITBUCKET_TOKEN_CREATED")),
         quota_warn_percent=_int(
             "BBSYNC_QUOTA_WARN_PERCENT", get("BBSYNC_QUOTA_WARN_PERCENT", "80")
         ),

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
 from app.bitbucket.errors import BitbucketError, CredentialError, NotFound
+from app.credentials_age import token_age_notice
 from app.runtime import Runtime
 from app.sync.hooks import WebhookInstaller
 
@@ -72,6 +73,7 @@ def run_checks(
     rt: Runtime, alembic_ini: str = ALEMBIC_INI, hook_url: str | None = None
 ) -> list[Check]:
     settings = rt.settings
+    notice = token_age_notice(settings)
     checks = [
         Check(
             "configuration",
@@ -80,6 +82,15 @@ def run_checks(
             f"workspaces {', '.join(settings.workspaces) or '-'}",
         )
     ]
+    if settings.token_created_on is not None:
+        checks.append(
+            Check(
+                "token age",
+                notice is None or notice[0] != "alert",
+                notice[1] if notice else f"created {settings.token_created_on}",
+                "create a new token, set it and BITBUCKET_TOKEN_CREATED",
+            )
+        )
     try:
         rt.redis.ping()
         checks.append(Check("redis", True, "reachable"))

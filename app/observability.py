@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import sentry_sdk
+from sentry_sdk.integrations.celery import CeleryIntegration
+from sentry_sdk.integrations.flask import FlaskIntegration
 
 from app.config import Settings
 from app.logs import secret_values
@@ -37,6 +39,11 @@ def init_sentry(settings: Settings, component: str, **options: Any) -> bool:
         send_default_pii=False,
         before_send=before_send,
         server_name=component,
+        environment=settings.sentry_environment,
+        release=settings.sentry_release or None,
+        traces_sample_rate=settings.sentry_traces_sample_rate,
+        # Beat tasks become Sentry cron monitors: a schedule that stops running alerts.
+        integrations=[FlaskIntegration(), CeleryIntegration(monitor_beat_tasks=True)],
         **options,
     )
     sentry_sdk.set_tag("component", component)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import redis
+from redis import Redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +36,13 @@ class Runtime:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=5, socket_timeout=10
+        )
+
+    @cached_property
+    def broker_redis(self) -> Redis:
+        """The Celery broker, when it is Redis (queue depths for /metrics)."""
+        return redis.Redis.from_url(
+            self.settings.broker_url, socket_connect_timeout=5, socket_timeout=10
         )
 
     @cached_property

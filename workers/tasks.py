@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 from typing import Any
 
+import sentry_sdk
 from celery import shared_task
 from celery.exceptions import Retry
 from sqlalchemy import or_, select, update
 
 from app.bitbucket.budget import Priority
+from app.credentials_age import token_age_notice
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.sync.activity import ActivityReconcile, prune_old_activity
 from app.sync.catalog import CatalogSync
@@ -33,6 +36,7 @@ from app.tasks import (
 )
 from workers.base import BbsyncTask
 
+log = logging.getLogger(__name__)
 REFRESH_KEY_PREFIX = "bbsync:catalog-refresh/"
 # A delivery queued this long ago and not processed was lost (the web process died between
 # storing and enqueueing, or the broker dropped it): processing is idempotent, send it again.
@@ -42,6 +46,10 @@ STALE_QUEUED = timedelta(minutes=10)
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_ALL_WORKSPACES)
 def sync_all_workspaces(self: BbsyncTask) -> list[str]:
     """Beat's entry point: one full sync per configured workspace."""
+    notice = token_age_notice(self.runtime.settings)
+    if notice:
+        log.warning(notice[1], extra={"alert": f"token_{notice[0]}"})
+        sentry_sdk.capture_message(notice[1], level="error" if notice[0] == "alert" else "warning")
     workspaces = list(self.runtime.settings.workspaces)
     for workspace in workspaces:
         self.app.send_task(SYNC_WORKSPACE, args=[workspace])

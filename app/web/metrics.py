@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import cast
 
 import redis
 from flask import Blueprint, Response
@@ -16,8 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import shared_call_totals
 from app.bitbucket.quota import alert_counts
-from app.models import CatalogEntity, SyncRun
+from app.models import CatalogEntity, SyncRun, WebhookDelivery
 from app.runtime import Runtime
+from app.tasks import QUEUES
 from app.web import runtime
 
 metrics = Blueprint("metrics", __name__)
@@ -59,6 +61,14 @@ class SharedStateCollector(Collector):
         for kind, value in sorted(alert_counts(self.rt.redis).items()):
             alerts.add_metric([kind], value)
         yield alerts
+        if self.rt.settings.broker_url.startswith(("redis://", "rediss://")):
+            depth = GaugeMetricFamily(
+                "bbsync_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"]
+            )
+            broker = self.rt.broker_redis
+            for queue in QUEUES:
+                depth.add_metric([queue], int(cast(int, broker.llen(queue))))
+            yield depth
         yield GaugeMetricFamily(
             "bbsync_budget_paused",
             "1 while a 429 pauses every process",
@@ -87,6 +97,18 @@ class SharedStateCollector(Collector):
             ):
                 runs.add_metric([kind, status], count)
             yield runs
+            deliveries = CounterMetricFamily(
+                "bbsync_webhook_deliveries",
+                "Webhook deliveries stored, by event and outcome",
+                labels=["event", "status"],
+            )
+            for event, status, count in session.execute(
+                select(WebhookDelivery.event_key, WebhookDelivery.status, func.count()).group_by(
+                    WebhookDelivery.event_key, WebhookDelivery.status
+                )
+            ):
+                deliveries.add_metric([event, status], count)
+            yield deliveries
 
 
 @metrics.get("/metrics")
