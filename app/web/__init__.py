@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from app.web.health import health
     from app.web.metrics import metrics
     from app.web.openapi import openapi
+    from app.web.status import status_page
     from app.web.webhooks import webhooks
 
     app.register_blueprint(health)
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(activity_api)
     app.register_blueprint(access_api)
     app.register_blueprint(openapi)
+    app.register_blueprint(status_page)
     app.register_blueprint(catalog)
     app.register_blueprint(webhooks)
 
