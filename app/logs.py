@@ -6,10 +6,34 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from app.config import Settings
+
+_context: ContextVar[dict[str, Any] | None] = ContextVar("bbsync_log_fields", default=None)
+
+
+@contextmanager
+def log_fields(**fields: Any) -> Iterator[None]:
+    """Add fields (task, workspace, repository, delivery…) to every log line in this block."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class _ContextFields(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in (_context.get() or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
 
 # Attributes every LogRecord has; anything else came from `extra=` and is a field.
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -76,6 +100,7 @@ def configure_logging(settings: Settings) -> None:
     formatter: logging.Formatter = JsonFormatter(secrets) if use_json else TextFormatter(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_ContextFields())
     root = logging.getLogger()
     for existing in list(root.handlers):
         if getattr(existing, "_bbsync", False):

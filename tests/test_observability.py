@@ -67,3 +67,22 @@ def test_sentry_events_are_scrubbed_before_they_leave() -> None:
     text = json.dumps(cleaned)
     assert "tok-very-secret" not in text and "key123" not in text
     assert cleaned["extra"]["count"] == 3
+
+
+def test_log_lines_carry_the_fields_of_their_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.logs import log_fields
+
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    configure_logging(SETTINGS)
+    with log_fields(task="bbsync.sync.workspace", workspace="acme"):
+        with log_fields(repository="acme/billing"):
+            logging.getLogger("bbsync.test").warning("reading files")
+        logging.getLogger("bbsync.test").warning("listing", extra={"workspace": "other"})
+    logging.getLogger("bbsync.test").warning("outside")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["task"] == "bbsync.sync.workspace" and lines[0]["repository"] == "acme/billing"
+    assert lines[1]["workspace"] == "other" and "repository" not in lines[1]
+    assert "task" not in lines[2]
+    for handler in [h for h in logging.getLogger().handlers if getattr(h, "_bbsync", False)]:
+        logging.getLogger().removeHandler(handler)

@@ -90,3 +90,29 @@ def test_metrics_move_after_a_sync_and_a_webhook(
     assert after[delivered] == 1
     assert after[("bbsync_queue_depth", (("queue", "events"),))] >= 1
     assert after[("bbsync_budget_used", ())] > before.get(("bbsync_budget_used", ()), 0)
+
+
+def test_task_and_ingress_figures_reach_metrics(
+    runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    from app.telemetry import record_ingress, record_task
+
+    migrate(sqlite_url)
+    rt = runtime_for()
+    record_task(rt.redis, "bbsync.sync.workspace", 2.5, failed=False)
+    record_task(rt.redis, "bbsync.sync.workspace", 1.0, failed=True)
+    record_ingress(rt.redis, 0.004)
+    record_ingress(rt.redis, 0.3)
+    text = api_client(create_app(runtime=rt)).get("/metrics").get_data(as_text=True)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    task = (("task", "bbsync.sync.workspace"),)
+    assert samples[("bbsync_task_runs_total", task)] == 2
+    assert samples[("bbsync_task_failures_total", task)] == 1
+    assert samples[("bbsync_task_seconds_total", task)] == 3.5
+    assert samples[("bbsync_ingress_seconds_bucket", (("le", "0.005"),))] == 1
+    assert samples[("bbsync_ingress_seconds_bucket", (("le", "+Inf"),))] == 2
+    assert samples[("bbsync_ingress_seconds_count", ())] == 2

@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, Repository, SyncRun
 from app.tasks import SYNC_ALL_WORKSPACES, enqueue, producer
+from app.telemetry import task_figures
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
 
@@ -125,6 +127,14 @@ def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
     assert catalog.counts["checked"] == 120
     assert listing.api_calls + catalog.api_calls == sim.stats()["calls_total"]
     assert count_repositories(postgres_url) == 120
+    # The worker's task signals counted the runs in Redis, for /metrics.
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 15
+    while "bbsync.sync.workspace" not in task_figures(client) and time.monotonic() < deadline:
+        time.sleep(0.2)  # recorded just after the task returns
+    figures = task_figures(client)
+    assert figures["bbsync.sync.workspace"]["runs"] >= 1
+    assert figures["bbsync.sync.all_workspaces"]["runs"] >= 1
     engine = make_engine(postgres_url)
     try:
         with make_session_factory(engine)() as session:

@@ -11,12 +11,14 @@ import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy.orm import Session
 
 from app.bitbucket.errors import RetryLater
 from app.db import session_scope
+from app.logs import log_fields
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,12 @@ class BbsyncTask(Task):
             yield session
 
     @contextmanager
-    def retrying(self) -> Iterator[None]:
-        """Turn `RetryLater` into a Celery retry with a countdown; the worker never sleeps."""
+    def retrying(self, **fields: Any) -> Iterator[None]:
+        """Turn `RetryLater` into a Celery retry with a countdown; the worker never sleeps.
+        `fields` (workspace, delivery, repository…) go on every log line of the block."""
         try:
-            yield
+            with log_fields(task=self.name, task_id=self.request.id, **fields):
+                yield
         except RetryLater as exc:
             countdown = self.countdown(exc)
             log.info(

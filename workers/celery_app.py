@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from kombu import Queue
 
 from app.config import Settings
@@ -22,6 +23,7 @@ from app.tasks import (
     SYNC_ALL_MEMBERS,
     SYNC_ALL_WORKSPACES,
 )
+from app.telemetry import record_task
 from workers.base import bind_runtime, current_runtime
 
 # Long enough for a full sync of a large workspace; the Redis broker re-delivers an unacked
@@ -80,6 +82,27 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": float(max(5, settings.requeue_after_seconds // 2)),
         },
     }
+
+
+_started: dict[str, float] = {}
+
+
+@task_prerun.connect
+def _task_started(task_id: str | None = None, **_: Any) -> None:
+    if task_id:
+        _started[task_id] = time.monotonic()
+
+
+@task_postrun.connect
+def _task_finished(
+    task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any
+) -> None:
+    started = _started.pop(task_id or "", None)
+    runtime = current_runtime()
+    if started is None or runtime is None or task is None:
+        return
+    # A retry is not a failure: it is the budget or Bitbucket asking to come back later.
+    record_task(runtime.redis, task.name, time.monotonic() - started, failed=state == "FAILURE")
 
 
 @worker_process_init.connect

@@ -59,7 +59,7 @@ def sync_all_workspaces(self: BbsyncTask) -> list[str]:
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_WORKSPACE)
 def sync_workspace(self: BbsyncTask, workspace: str) -> dict[str, Any]:
     """List one workspace's repositories, then read the catalog files that changed."""
-    with self.retrying(), self.unit_of_work() as session:
+    with self.retrying(workspace=workspace), self.unit_of_work() as session:
         result = WorkspaceSync(
             self.runtime.bitbucket(), session, session.commit, self.runtime.settings
         ).run(workspace)
@@ -73,7 +73,7 @@ def sync_workspace(self: BbsyncTask, workspace: str) -> dict[str, Any]:
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_REPOSITORIES)
 def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
     """Mirror one workspace's repositories; resumes a run paused for budget."""
-    with self.retrying(), self.unit_of_work() as session:
+    with self.retrying(workspace=workspace), self.unit_of_work() as session:
         sync = RepositorySync(self.runtime.bitbucket(), session, commit=session.commit)
         run = sync.run(workspace)
         return {"run_id": run.id, "status": run.status, "api_calls": run.api_calls, **run.counts}
@@ -108,7 +108,7 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
     refresh: list[int] = []
     started = time.monotonic()
     try:
-        with self.retrying(), self.unit_of_work() as session:
+        with self.retrying(delivery=delivery_id), self.unit_of_work() as session:
             delivery = session.get(WebhookDelivery, delivery_id)
             if delivery is None:
                 return f"delivery {delivery_id} not found"
@@ -163,7 +163,7 @@ def refresh_repository_catalog(
     if trailing:
         # From here on a new push schedules another trailing read: none is lost.
         self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}/trailing")
-    with self.retrying(), self.unit_of_work() as session:
+    with self.retrying(repository_id=repository_id), self.unit_of_work() as session:
         return CatalogSync(
             self.runtime.bitbucket(Priority.WEBHOOK),
             session,
@@ -218,7 +218,7 @@ def reconcile_all_activity(self: BbsyncTask) -> list[str]:
 @shared_task(bind=True, base=BbsyncTask, name=RECONCILE_ACTIVITY)
 def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
     """Pull requests, pipelines and statuses webhooks may have missed; resumable."""
-    with self.retrying(), self.unit_of_work() as session:
+    with self.retrying(workspace=workspace), self.unit_of_work() as session:
         run = ActivityReconcile(
             self.runtime.bitbucket(),
             session,
@@ -247,7 +247,7 @@ def sync_all_members(self: BbsyncTask) -> list[str]:
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_MEMBERS)
 def sync_members(self: BbsyncTask, workspace: str) -> dict[str, Any]:
     """Members → User entities, groups → Group entities, permissions; revocations audited."""
-    with self.retrying(), self.unit_of_work() as session:
+    with self.retrying(workspace=workspace), self.unit_of_work() as session:
         run = PeopleSync(
             self.runtime.bitbucket(), session, session.commit, self.runtime.settings
         ).run(workspace)

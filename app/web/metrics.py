@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import cast
 
 import redis
 from flask import Blueprint, Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import shared_call_totals
 from app.bitbucket.quota import alert_counts
-from app.models import CatalogEntity, SyncRun, WebhookDelivery
+from app.models import CatalogEntity, SyncRun, WebhookDelivery, utcnow
 from app.runtime import Runtime
 from app.tasks import QUEUES
+from app.telemetry import ingress_histogram, task_figures
 from app.web import runtime
 
 metrics = Blueprint("metrics", __name__)
@@ -55,6 +62,23 @@ class SharedStateCollector(Collector):
             ("remaining", snapshot.remaining, "Calls left in the current window"),
         ):
             yield GaugeMetricFamily(f"bbsync_budget_{name}", doc, value=value)
+        tasks = task_figures(self.rt.redis)
+        for name, doc, what in (
+            ("bbsync_task_runs", "Celery task runs by task", "runs"),
+            ("bbsync_task_failures", "Celery task failures by task", "failures"),
+            ("bbsync_task_seconds", "Time spent in Celery tasks by task", "seconds"),
+        ):
+            counter = CounterMetricFamily(name, doc, labels=["task"])
+            for task, figures in sorted(tasks.items()):
+                counter.add_metric([task], figures.get(what, 0))
+            yield counter
+        buckets, total = ingress_histogram(self.rt.redis)
+        yield HistogramMetricFamily(
+            "bbsync_ingress_seconds",
+            "Webhook ingress answer time",
+            buckets=buckets,
+            sum_value=total,
+        )
         alerts = CounterMetricFamily(
             "bbsync_quota_alerts", "Budget past the warning mark, and 429s", labels=["kind"]
         )
@@ -109,6 +133,24 @@ class SharedStateCollector(Collector):
             ):
                 deliveries.add_metric([event, status], count)
             yield deliveries
+            hour_ago = utcnow() - timedelta(hours=1)
+            lag = session.execute(
+                select(WebhookDelivery.received_at, WebhookDelivery.processed_at).where(
+                    WebhookDelivery.status == "processed",
+                    WebhookDelivery.processed_at >= hour_ago,
+                )
+            ).all()
+            seconds = [(done - got).total_seconds() for got, done in lag if got and done]
+            yield GaugeMetricFamily(
+                "bbsync_webhook_lag_seconds_max",
+                "Longest time from delivery to processed over the last hour",
+                value=max(seconds, default=0.0),
+            )
+            yield GaugeMetricFamily(
+                "bbsync_webhook_lag_seconds_avg",
+                "Mean time from delivery to processed over the last hour",
+                value=sum(seconds) / len(seconds) if seconds else 0.0,
+            )
 
 
 @metrics.get("/metrics")

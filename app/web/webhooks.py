@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -25,6 +26,7 @@ from app.bitbucket.webhooks import (
 )
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.tasks import PROCESS_DELIVERY, enqueue_safely
+from app.telemetry import record_ingress
 from app.web import runtime
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,13 @@ def _error(status: int, error: str, message: str, **extra: Any) -> Any:
 
 @webhooks.post("/webhooks/bitbucket")
 def receive() -> Any:
+    started = time.monotonic()
+    response = _receive()
+    record_ingress(runtime().redis, time.monotonic() - started)
+    return response
+
+
+def _receive() -> Any:
     rt = runtime()
     settings = rt.settings
     raw = request.get_data(cache=True)
