@@ -19,14 +19,24 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from app.settings_values import (
+    SettingsError,
+    boolean,
+    calendar_date,
+    catalog_paths,
+    choice,
+    mapping_path,
+    positive_number,
+    rate,
+    share,
+    url,
+    whole_number,
+)
+
 DEFAULT_DATABASE_URL = "sqlite:///bbsync.db"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"
-
-
-class SettingsError(ValueError):
-    """A configuration value is missing or wrong; the message names the variable."""
 
 
 class Secret:
@@ -147,114 +157,11 @@ class Settings:
         return self.rate_limit_per_hour * self.rate_reserve_percent // 100
 
 
-def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise SettingsError(f"{name}: not a parsable URL ({exc})") from None
-    if parts.scheme not in schemes:
-        expected = ", ".join(f"{s}://" for s in schemes)
-        raise SettingsError(f"{name}: scheme must be one of {expected}, got {parts.scheme!r}")
-    if not parts.netloc and not parts.scheme.startswith("sqlite"):
-        raise SettingsError(f"{name}: URL has no host")
-    return value
-
-
 def normalise_database_url(value: str) -> str:
     """Accept Heroku-style `postgres://` and plain `postgresql://`; use the psycopg 3 driver."""
     for prefix in ("postgres://", "postgresql://"):
         if value.startswith(prefix):
             return "postgresql+psycopg://" + value[len(prefix) :]
-    return value
-
-
-def _int(name: str, value: str, minimum: int = 1) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a whole number, got {value!r}") from None
-    if number < minimum:
-        what = "positive" if minimum == 1 else f"at least {minimum}"
-        raise SettingsError(f"{name}: must be {what}, got {number}")
-    return number
-
-
-def _float(name: str, value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a number, got {value!r}") from None
-    if number <= 0:
-        raise SettingsError(f"{name}: must be positive, got {number}")
-    return number
-
-
-def _bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name}: must be true or false, got {value!r}")
-
-
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    lowered = value.strip().lower()
-    if lowered not in choices:
-        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
-    return lowered
-
-
-def _share(name: str, value: str) -> float:
-    try:
-        share = float(value)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a number between 0 and 1, got {value!r}") from None
-    if not 0 < share <= 1:
-        raise SettingsError(f"{name}: must be above 0 and at most 1, got {share}")
-    return share
-
-
-def _catalog_paths(value: str) -> tuple[str, ...]:
-    paths = tuple(p.strip().strip("/") for p in value.split(",") if p.strip().strip("/"))
-    if not paths:
-        raise SettingsError("BBSYNC_CATALOG_PATHS: give at least one path or glob pattern")
-    for path in paths:
-        if ".." in path.split("/"):
-            raise SettingsError(f"BBSYNC_CATALOG_PATHS: {path!r} leaves the repository")
-    return paths
-
-
-def _rate(name: str, value: str) -> float:
-    try:
-        rate = float(value)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a number from 0 to 1, got {value!r}") from None
-    if not 0 <= rate <= 1:
-        raise SettingsError(f"{name}: must be from 0 to 1, got {rate}")
-    return rate
-
-
-def _date(name: str, value: str) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise SettingsError(f"{name}: must be a date like 2026-11-01, got {value!r}") from None
-
-
-def _mapping_path(value: str) -> str:
-    """The group mapping file, checked now so a bad file stops the process at start."""
-    if not value:
-        return ""
-    from app.catalog.mapping import GroupMapping, MappingError
-
-    try:
-        GroupMapping.load(value)
-    except MappingError as exc:
-        raise SettingsError(f"BBSYNC_GROUP_MAPPING: {exc}") from None
     return value
 
 
@@ -295,7 +202,7 @@ def _credential(env: Mapping[str, str]) -> Credential:
             raise SettingsError("BITBUCKET_OAUTH_CLIENT_ID: required with the client secret")
         if not client_secret:
             raise SettingsError("BITBUCKET_OAUTH_CLIENT_SECRET: required with the client id")
-        token_url = _url(
+        token_url = url(
             "BITBUCKET_OAUTH_TOKEN_URL",
             env.get("BITBUCKET_OAUTH_TOKEN_URL") or DEFAULT_OAUTH_TOKEN_URL,
             ("https", "http"),
@@ -316,18 +223,18 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         return env.get(name, "").strip() or default
 
     database_url = normalise_database_url(get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    _url(
+    url(
         "DATABASE_URL",
         database_url,
         ("sqlite", "sqlite+pysqlite", "postgresql+psycopg", "postgresql+psycopg2"),
     )
-    redis_url = _url("REDIS_URL", get("REDIS_URL", DEFAULT_REDIS_URL), ("redis", "rediss"))
-    broker_url = _url(
+    redis_url = url("REDIS_URL", get("REDIS_URL", DEFAULT_REDIS_URL), ("redis", "rediss"))
+    broker_url = url(
         "CELERY_BROKER_URL",
         get("CELERY_BROKER_URL", redis_url),
         ("redis", "rediss", "amqp", "amqps", "pyamqp"),
     )
-    api_url = _url(
+    api_url = url(
         "BITBUCKET_API_URL", get("BITBUCKET_API_URL", DEFAULT_API_URL), ("https", "http")
     ).rstrip("/")
     workspaces = tuple(w.strip() for w in get("BITBUCKET_WORKSPACES").split(",") if w.strip())
@@ -337,7 +244,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     secrets = tuple(
         Secret(s.strip()) for s in get("BITBUCKET_WEBHOOK_SECRET").split(",") if s.strip()
     )
-    reserve = _int("BITBUCKET_RATE_RESERVE_PERCENT", get("BITBUCKET_RATE_RESERVE_PERCENT", "20"), 0)
+    reserve = whole_number(
+        "BITBUCKET_RATE_RESERVE_PERCENT", get("BITBUCKET_RATE_RESERVE_PERCENT", "20"), 0
+    )
     if reserve >= 100:
         raise SettingsError(f"BITBUCKET_RATE_RESERVE_PERCENT: must be below 100, got {reserve}")
     log_format = get("LOG_FORMAT", "auto").lower()
@@ -345,7 +254,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(f"LOG_FORMAT: must be auto, json or text, got {log_format!r}")
     sentry_dsn = get("SENTRY_DSN")
     if sentry_dsn:
-        _url("SENTRY_DSN", sentry_dsn, ("https", "http"))
+        url("SENTRY_DSN", sentry_dsn, ("https", "http"))
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
@@ -357,89 +266,93 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         api_tokens=tuple(
             Secret(t.strip()) for t in get("BBSYNC_API_TOKENS").split(",") if t.strip()
         ),
-        activity_interval_seconds=_int(
+        activity_interval_seconds=whole_number(
             "BBSYNC_ACTIVITY_INTERVAL", get("BBSYNC_ACTIVITY_INTERVAL", str(6 * 3600))
         ),
-        reconcile_pipelines=_bool(
+        reconcile_pipelines=boolean(
             "BBSYNC_RECONCILE_PIPELINES", get("BBSYNC_RECONCILE_PIPELINES", "true")
         ),
-        health_pipeline_runs=_int(
+        health_pipeline_runs=whole_number(
             "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
         ),
-        retention_days=_int("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
+        retention_days=whole_number("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
         sentry_environment=get("SENTRY_ENVIRONMENT", "production"),
         sentry_release=get("SENTRY_RELEASE"),
-        sentry_traces_sample_rate=_rate(
+        sentry_traces_sample_rate=rate(
             "SENTRY_TRACES_SAMPLE_RATE", get("SENTRY_TRACES_SAMPLE_RATE", "0")
         ),
-        token_created_on=_date("BITBUCKET_TOKEN_CREATED", get("BITBUCKET_TOKEN_CREATED")),
-        quota_warn_percent=_int(
+        token_created_on=calendar_date("BITBUCKET_TOKEN_CREATED", get("BITBUCKET_TOKEN_CREATED")),
+        quota_warn_percent=whole_number(
             "BBSYNC_QUOTA_WARN_PERCENT", get("BBSYNC_QUOTA_WARN_PERCENT", "80")
         ),
-        members_interval_seconds=_int(
+        members_interval_seconds=whole_number(
             "BBSYNC_MEMBERS_INTERVAL", get("BBSYNC_MEMBERS_INTERVAL", "3600")
         ),
-        group_mapping_path=_mapping_path(get("BBSYNC_GROUP_MAPPING")),
+        group_mapping_path=mapping_path(get("BBSYNC_GROUP_MAPPING")),
         backstage_jwks_url=(
-            _url("BBSYNC_BACKSTAGE_JWKS_URL", get("BBSYNC_BACKSTAGE_JWKS_URL"), ("https", "http"))
+            url("BBSYNC_BACKSTAGE_JWKS_URL", get("BBSYNC_BACKSTAGE_JWKS_URL"), ("https", "http"))
             if get("BBSYNC_BACKSTAGE_JWKS_URL")
             else ""
         ),
         backstage_issuer=get("BBSYNC_BACKSTAGE_ISSUER"),
         backstage_audience=get("BBSYNC_BACKSTAGE_AUDIENCE", "bbsync"),
-        allow_unsigned_webhooks=_bool(
+        allow_unsigned_webhooks=boolean(
             "BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", get("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", "false")
         ),
-        webhook_max_bytes=_int(
+        webhook_max_bytes=whole_number(
             "BBSYNC_WEBHOOK_MAX_BYTES", get("BBSYNC_WEBHOOK_MAX_BYTES", str(512 * 1024))
         ),
-        push_coalesce_seconds=_float(
+        push_coalesce_seconds=positive_number(
             "BBSYNC_PUSH_COALESCE_SECONDS", get("BBSYNC_PUSH_COALESCE_SECONDS", "5")
         ),
-        requeue_after_seconds=_int(
+        requeue_after_seconds=whole_number(
             "BBSYNC_REQUEUE_AFTER_SECONDS", get("BBSYNC_REQUEUE_AFTER_SECONDS", "60")
         ),
-        rate_limit_per_hour=_int(
+        rate_limit_per_hour=whole_number(
             "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")
         ),
-        rate_window_seconds=_int(
+        rate_window_seconds=whole_number(
             "BITBUCKET_RATE_WINDOW_SECONDS", get("BITBUCKET_RATE_WINDOW_SECONDS", "3600")
         ),
         rate_reserve_percent=reserve,
-        http_timeout_seconds=_float("BITBUCKET_HTTP_TIMEOUT", get("BITBUCKET_HTTP_TIMEOUT", "30")),
-        http_max_retries=_int("BITBUCKET_HTTP_RETRIES", get("BITBUCKET_HTTP_RETRIES", "3"), 0),
-        full_sync_interval_seconds=_int(
+        http_timeout_seconds=positive_number(
+            "BITBUCKET_HTTP_TIMEOUT", get("BITBUCKET_HTTP_TIMEOUT", "30")
+        ),
+        http_max_retries=whole_number(
+            "BITBUCKET_HTTP_RETRIES", get("BITBUCKET_HTTP_RETRIES", "3"), 0
+        ),
+        full_sync_interval_seconds=whole_number(
             "BBSYNC_FULL_SYNC_INTERVAL", get("BBSYNC_FULL_SYNC_INTERVAL", "3600")
         ),
         sentry_dsn=Secret(sentry_dsn) if sentry_dsn else None,
-        bitbucket_web_url=_url(
+        bitbucket_web_url=url(
             "BITBUCKET_WEB_URL",
             get("BITBUCKET_WEB_URL", "https://bitbucket.org"),
             ("https", "http"),
         ).rstrip("/"),
-        catalog_paths=_catalog_paths(get("BBSYNC_CATALOG_PATHS", "catalog-info.yaml")),
-        generate_components=_bool(
+        catalog_paths=catalog_paths(get("BBSYNC_CATALOG_PATHS", "catalog-info.yaml")),
+        generate_components=boolean(
             "BBSYNC_GENERATE_COMPONENTS", get("BBSYNC_GENERATE_COMPONENTS", "true")
         ),
         component_type=get("BBSYNC_COMPONENT_TYPE", "service"),
         component_lifecycle=get("BBSYNC_COMPONENT_LIFECYCLE", "production"),
         component_owner=get("BBSYNC_COMPONENT_OWNER"),
-        change_detection=_choice(
+        change_detection=choice(
             "BBSYNC_CHANGE_DETECTION",
             get("BBSYNC_CHANGE_DETECTION", "updated_on"),
             ("updated_on", "head"),
         ),
-        discovery=_choice(
+        discovery=choice(
             "BBSYNC_DISCOVERY", get("BBSYNC_DISCOVERY", "auto"), ("auto", "search", "probe")
         ),
-        max_delete_share=_share("BBSYNC_MAX_DELETE_SHARE", get("BBSYNC_MAX_DELETE_SHARE", "0.5")),
-        descriptor_max_bytes=_int(
+        max_delete_share=share("BBSYNC_MAX_DELETE_SHARE", get("BBSYNC_MAX_DELETE_SHARE", "0.5")),
+        descriptor_max_bytes=whole_number(
             "BBSYNC_DESCRIPTOR_MAX_BYTES", get("BBSYNC_DESCRIPTOR_MAX_BYTES", str(256 * 1024))
         ),
-        descriptor_max_documents=_int(
+        descriptor_max_documents=whole_number(
             "BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", get("BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", "50")
         ),
-        port=_int("PORT", get("PORT", "5000")),
+        port=whole_number("PORT", get("PORT", "5000")),
         log_level=get("LOG_LEVEL", "INFO").upper(),
         log_format=log_format,
     )

@@ -1,0 +1,113 @@
+"""Parsing single setting values: each parser names the variable in its one-line error."""
+
+from __future__ import annotations
+
+from datetime import date
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or wrong; the message names the variable."""
+
+
+def url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not a parsable URL ({exc})") from None
+    if parts.scheme not in schemes:
+        expected = ", ".join(f"{s}://" for s in schemes)
+        raise SettingsError(f"{name}: scheme must be one of {expected}, got {parts.scheme!r}")
+    if not parts.netloc and not parts.scheme.startswith("sqlite"):
+        raise SettingsError(f"{name}: URL has no host")
+    return value
+
+
+def whole_number(name: str, value: str, minimum: int = 1) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a whole number, got {value!r}") from None
+    if number < minimum:
+        what = "positive" if minimum == 1 else f"at least {minimum}"
+        raise SettingsError(f"{name}: must be {what}, got {number}")
+    return number
+
+
+def positive_number(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number, got {value!r}") from None
+    if number <= 0:
+        raise SettingsError(f"{name}: must be positive, got {number}")
+    return number
+
+
+def boolean(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: must be true or false, got {value!r}")
+
+
+def choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    lowered = value.strip().lower()
+    if lowered not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {value!r}")
+    return lowered
+
+
+def share(name: str, value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number between 0 and 1, got {value!r}") from None
+    if not 0 < share <= 1:
+        raise SettingsError(f"{name}: must be above 0 and at most 1, got {share}")
+    return share
+
+
+def catalog_paths(value: str) -> tuple[str, ...]:
+    paths = tuple(p.strip().strip("/") for p in value.split(",") if p.strip().strip("/"))
+    if not paths:
+        raise SettingsError("BBSYNC_CATALOG_PATHS: give at least one path or glob pattern")
+    for path in paths:
+        if ".." in path.split("/"):
+            raise SettingsError(f"BBSYNC_CATALOG_PATHS: {path!r} leaves the repository")
+    return paths
+
+
+def rate(name: str, value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a number from 0 to 1, got {value!r}") from None
+    if not 0 <= rate <= 1:
+        raise SettingsError(f"{name}: must be from 0 to 1, got {rate}")
+    return rate
+
+
+def calendar_date(name: str, value: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise SettingsError(f"{name}: must be a date like 2026-11-01, got {value!r}") from None
+
+
+def mapping_path(value: str) -> str:
+    """The group mapping file, checked now so a bad file stops the process at start."""
+    if not value:
+        return ""
+    from app.catalog.mapping import GroupMapping, MappingError
+
+    try:
+        GroupMapping.load(value)
+    except MappingError as exc:
+        raise SettingsError(f"BBSYNC_GROUP_MAPPING: {exc}") from None
+    return value
