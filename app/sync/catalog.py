@@ -270,12 +270,17 @@ class CatalogSync:
                 "catalog files unreadable", extra={"repository": repo.full_name, "error": str(exc)}
             )
             return
+        # Never read before and no file on record: nothing of this repository's can be stale,
+        # so a cold sync skips the retire statements (two per repository).
+        first_read = not known and repo.catalog_checked_on is None and not repo.catalog_checked_head
         if has_descriptor or not self.settings.generate_components:
-            self.counts["entities_deleted"] += writer.retire_generated(repo.id)
+            if not first_read:
+                self.counts["entities_deleted"] += writer.retire_generated(repo.id)
         else:
             component = self.builder.generated_component(view)
             writer.write(component, EntitySource.GENERATED, repository_id=repo.id, outcome=outcome)
-            self.counts["entities_deleted"] += writer.retire_generated(repo.id, {component.ref})
+            if not first_read:
+                self.counts["entities_deleted"] += writer.retire_generated(repo.id, {component.ref})
         self.counts["entities_written"] += outcome.written
         self._report(outcome.conflicts)
         repo.catalog_checked_on = repo.updated_on
@@ -304,6 +309,7 @@ class CatalogSync:
                 record.deleted_at = utcnow()
                 self.counts["entities_deleted"] += writer.retire_file_entities(record.id, set())
             return False
+        fresh_record = record is None
         if record is None:
             record = CatalogFile(repository_id=repo.id, path=path)
             self.session.add(record)
@@ -348,7 +354,8 @@ class CatalogSync:
             ):
                 kept.add(entity.ref)
         record.entity_conflicts = file_outcome.conflicts or None
-        self.counts["entities_deleted"] += writer.retire_file_entities(record.id, kept)
+        if not fresh_record:
+            self.counts["entities_deleted"] += writer.retire_file_entities(record.id, kept)
         outcome.written += file_outcome.written
         outcome.unchanged += file_outcome.unchanged
         outcome.conflicts.extend(file_outcome.conflicts)
