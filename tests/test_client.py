@@ -66,7 +66,8 @@ def test_pull_request_lists_are_asked_for_50_a_page(
             pagelen=100,
         )
     )
-    assert page.values is not None
+    # Asked for 100, sent 50: the simulator, like Bitbucket, rejects more on PR lists.
+    assert len(page.values) <= 50
     assert client.ledger.by_family["pullrequests"] == 2
 
 

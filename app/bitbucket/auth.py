@@ -115,9 +115,3 @@ class TokenSource:
                 "OAuth token endpoint answered without an access_token", endpoint="oauth"
             ) from None
         return token, expires_in
-
-
-def token_expiry_seconds(redis_client: redis.Redis, credential: Credential) -> float | None:
-    """Seconds until the shared OAuth token is renewed (None when none is cached)."""
-    ttl = redis_client.ttl(f"{KEY_PREFIX}:oauth-token/{credential.fingerprint}")
-    return float(ttl) if isinstance(ttl, int) and ttl > 0 else None

@@ -66,18 +66,6 @@ class RepositorySchema(_BitbucketSchema):
         return data
 
 
-class BranchSchema(_BitbucketSchema):
-    """`GET /repositories/{ws}/{slug}/refs/branches/{name}`: `target.hash` is the head."""
-
-    name = fields.String(required=True)
-    target = fields.Dict(required=True)
-
-    @post_load
-    def _head(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        data["head"] = str(data["target"].get("hash") or "") or None
-        return data
-
-
 # Trims each repository page of what bbsync never reads (links are most of the bytes).
 REPOSITORY_LIST_FIELDS = "-values.links,-values.owner,-values.parent"
 

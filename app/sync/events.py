@@ -25,14 +25,12 @@ from app.config import Settings
 from app.models import (
     CatalogEntity,
     CatalogFile,
-    Project,
     Repository,
     WebhookDelivery,
     utcnow,
 )
-from app.store import upsert
 from app.sync.activity import store_commit_status, store_pull_request
-from app.sync.repositories import ensure_workspace, store_repositories
+from app.sync.repositories import ensure_workspace, store_projects, store_repositories
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +141,9 @@ class EventProcessor:
             repo.description = str(description.get("new") or "")
         project = payload_repo.get("project")
         if project:
-            upsert(
-                self.session,
-                Project,
-                [
-                    {
-                        "uuid": project["uuid"],
-                        "workspace_id": repo.workspace_id,
-                        "key": project["key"],
-                        "name": project.get("name") or project["key"],
-                    }
-                ],
-                ["uuid"],
-            )
-            repo.project_id = self.session.scalars(
-                select(Project.id).where(Project.uuid == project["uuid"])
-            ).one()
+            repo.project_id = store_projects(
+                self.session, repo.workspace_id, {project["uuid"]: project}
+            )[project["uuid"]]
         repo.synced_at = utcnow()
 
     def _transfer(self, event: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
@@ -211,17 +211,37 @@ def ensure_workspace(
     return session.scalars(select(Workspace).where(Workspace.uuid == ref["uuid"])).one()
 
 
-def store_repositories(session: Session, workspace: Workspace, repos: list[dict[str, Any]]) -> None:
-    """Upsert repositories (as loaded by `RepositorySchema`) and their projects, in batch."""
-    projects = {r["project"]["uuid"]: r["project"] for r in repos if r.get("project")}
+def store_projects(
+    session: Session, workspace_id: int, projects: dict[str, dict[str, Any]]
+) -> dict[str, int]:
+    """Upsert projects (`{uuid: {uuid, key, name}}`) on their UUID; returns `{uuid: id}`.
+
+    A key belongs to one project at a time: when another project (a deleted one recreated
+    under the same key, or one whose key moved) still holds it here, that stale row gives the
+    key up first, so the unique (workspace, key) never refuses the current project.
+    """
+    if not projects:
+        return {}
     now = utcnow()
+    for project in projects.values():
+        session.execute(
+            update(Project)
+            .where(
+                Project.workspace_id == workspace_id,
+                Project.key == project["key"],
+                Project.uuid != project["uuid"],
+            )
+            # "~{uuid}" is unique and never a real key (keys are letters and digits).
+            .values(key=literal("~") + Project.uuid, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
     upsert(
         session,
         Project,
         [
             {
                 "uuid": p["uuid"],
-                "workspace_id": workspace.id,
+                "workspace_id": workspace_id,
                 "key": p["key"],
                 "name": p.get("name") or p["key"],
                 "updated_at": now,
@@ -230,12 +250,15 @@ def store_repositories(session: Session, workspace: Workspace, repos: list[dict[
         ],
         ["uuid"],
     )
-    project_ids: dict[str, int] = {}
-    if projects:
-        rows = session.execute(
-            select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects)))
-        )
-        project_ids = {uuid: id_ for uuid, id_ in rows}
+    rows = session.execute(select(Project.uuid, Project.id).where(Project.uuid.in_(list(projects))))
+    return {uuid: id_ for uuid, id_ in rows}
+
+
+def store_repositories(session: Session, workspace: Workspace, repos: list[dict[str, Any]]) -> None:
+    """Upsert repositories (as loaded by `RepositorySchema`) and their projects, in batch."""
+    projects = {r["project"]["uuid"]: r["project"] for r in repos if r.get("project")}
+    now = utcnow()
+    project_ids = store_projects(session, workspace.id, projects)
     upsert(
         session,
         Repository,

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from flask import Blueprint, jsonify, request
-from marshmallow import Schema, ValidationError, fields, validate
+from flask import Blueprint, jsonify
+from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
 
 from app.models import CatalogFile, DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.web import runtime
 from app.web.auth import require_api_token
-from app.web.paging import PageQuerySchema, fetch_page
+from app.web.paging import PageQuerySchema, fetch_page, load_query
 
 api = Blueprint("api", __name__, url_prefix="/api")
 api.before_request(require_api_token)
@@ -54,10 +54,7 @@ _file_query_schema = CatalogFileQuerySchema()
 @api.get("/catalog-files")
 def catalog_files() -> Any:
     """Descriptor files bbsync reads, with parse errors and entity conflicts."""
-    try:
-        query = _file_query_schema.load(request.args)
-    except ValidationError as exc:
-        return jsonify(error="invalid_query", fields=exc.messages), 400
+    query = load_query(_file_query_schema)
     stmt = (
         select(CatalogFile, Repository.full_name)
         .join(Repository, CatalogFile.repository_id == Repository.id)
@@ -128,10 +125,7 @@ _delivery_query_schema = DeliveryQuerySchema()
 @api.get("/deliveries")
 def deliveries() -> Any:
     """Recent webhook deliveries, newest first: what arrived and what failed."""
-    try:
-        query = _delivery_query_schema.load(request.args)
-    except ValidationError as exc:
-        return jsonify(error="invalid_query", fields=exc.messages), 400
+    query = load_query(_delivery_query_schema)
     stmt = select(WebhookDelivery).order_by(
         WebhookDelivery.received_at.desc(), WebhookDelivery.id.desc()
     )

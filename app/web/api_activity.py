@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request
-from marshmallow import Schema, ValidationError, fields, validate
+from flask import Blueprint, abort
+from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,7 @@ from app.health import repository_health
 from app.models import CatalogEntity, CommitStatus, Pipeline, PullRequest, Repository, Workspace
 from app.web import runtime
 from app.web.auth import require_api_token
-from app.web.paging import PageQuerySchema, fetch_page
+from app.web.paging import PageQuerySchema, fetch_page, load_query
 from app.web.responses import json_with_etag
 
 activity_api = Blueprint("activity_api", __name__, url_prefix="/api")
@@ -152,21 +152,10 @@ class StatusQuerySchema(PageQuerySchema):
     key = fields.String(load_default=None)
 
 
-def _query(schema: Schema) -> dict[str, Any]:
-    args: dict[str, Any] = request.args.to_dict()
-    if "state" in request.args:
-        args["state"] = request.args.getlist("state")
-    try:
-        loaded: dict[str, Any] = schema.load(args)
-    except ValidationError as exc:
-        abort(_bad_query(exc))
-    return loaded
-
-
-def _bad_query(exc: ValidationError) -> Any:
-    response = jsonify(error="invalid_query", message="query parameters", fields=exc.messages)
-    response.status_code = 400
-    return response
+def _page(session: Session, stmt: Any, query: dict[str, Any], schema: type[Schema]) -> Any:
+    """One page of `stmt` as `{items, next_offset}`, with an ETag."""
+    rows, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
+    return json_with_etag(schema().dump({"items": rows, "next_offset": next_offset}))
 
 
 def _repository(session: Session, workspace: str, slug: str) -> Repository:
@@ -231,7 +220,7 @@ def pull_requests(workspace: str, slug: str) -> Any:
         401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
         404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
-    query = _query(PullRequestQuerySchema())
+    query = load_query(PullRequestQuerySchema())
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
         stmt = (
@@ -241,10 +230,7 @@ def pull_requests(workspace: str, slug: str) -> Any:
         )
         if query["state"]:
             stmt = stmt.where(PullRequest.state.in_(query["state"]))
-        rows, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
-        return json_with_etag(
-            PullRequestPageSchema().dump({"items": rows, "next_offset": next_offset})
-        )
+        return _page(session, stmt, query, PullRequestPageSchema)
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/pipelines")
@@ -267,7 +253,7 @@ def pipelines(workspace: str, slug: str) -> Any:
         401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
         404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
-    query = _query(PipelineQuerySchema())
+    query = load_query(PipelineQuerySchema())
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
         stmt = (
@@ -279,10 +265,7 @@ def pipelines(workspace: str, slug: str) -> Any:
             stmt = stmt.where(Pipeline.result == query["result"].upper())
         if query["ref"]:
             stmt = stmt.where(Pipeline.ref_name == query["ref"])
-        rows, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
-        return json_with_etag(
-            PipelinePageSchema().dump({"items": rows, "next_offset": next_offset})
-        )
+        return _page(session, stmt, query, PipelinePageSchema)
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/statuses")
@@ -305,7 +288,7 @@ def statuses(workspace: str, slug: str) -> Any:
         401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
         404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
     """
-    query = _query(StatusQuerySchema())
+    query = load_query(StatusQuerySchema())
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
         stmt = (
@@ -317,8 +300,7 @@ def statuses(workspace: str, slug: str) -> Any:
             stmt = stmt.where(CommitStatus.commit_hash.startswith(query["commit"]))
         if query["key"]:
             stmt = stmt.where(CommitStatus.key == query["key"])
-        rows, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
-        return json_with_etag(StatusPageSchema().dump({"items": rows, "next_offset": next_offset}))
+        return _page(session, stmt, query, StatusPageSchema)
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/health")

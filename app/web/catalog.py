@@ -9,13 +9,13 @@ import json
 from typing import Any
 
 import yaml
-from flask import Blueprint, Response, jsonify, request
-from marshmallow import ValidationError, fields, validate
+from flask import Blueprint, Response, request
+from marshmallow import fields, validate
 from sqlalchemy import Select, select
 
 from app.models import CatalogEntity
 from app.web import runtime
-from app.web.paging import PageQuerySchema, fetch_page
+from app.web.paging import PageQuerySchema, fetch_page, load_query
 from app.web.responses import conditional
 
 catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
@@ -59,10 +59,7 @@ def entities_yaml() -> Response:
 
 @catalog.get("/entities")
 def entities_json() -> Any:
-    try:
-        query = _query_schema.load(request.args)
-    except ValidationError as exc:
-        return jsonify(error="invalid_query", fields=exc.messages), 400
+    query = load_query(_query_schema)
     with runtime().sessions() as session:
         stmt = _live_entities(query["kind"], query["workspace"])
         entities, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)

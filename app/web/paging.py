@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from marshmallow import Schema, fields, validate
+from flask import abort, jsonify, request
+from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import Select
 
 T = TypeVar("T")
@@ -27,3 +28,20 @@ def fetch_page(
     limit, offset = query["limit"], query["offset"]
     rows = list(fetch(stmt.offset(offset).limit(limit + 1)))
     return rows[:limit], (offset + limit if len(rows) > limit else None)
+
+
+def load_query(schema: Schema) -> dict[str, Any]:
+    """The request's query parameters loaded by `schema` (list fields take repeated
+    parameters, e.g. `?state=OPEN&state=MERGED`); a 400 naming the fields otherwise."""
+    args: dict[str, Any] = request.args.to_dict()
+    for name, field in schema.fields.items():
+        key = field.data_key or name
+        if isinstance(field, fields.List) and key in request.args:
+            args[key] = request.args.getlist(key)
+    try:
+        loaded: dict[str, Any] = schema.load(args)
+    except ValidationError as exc:
+        response = jsonify(error="invalid_query", message="query parameters", fields=exc.messages)
+        response.status_code = 400
+        abort(response)
+    return loaded

@@ -1,0 +1,123 @@
+"""Event processing paths the end-to-end flow does not take: a change the webhook's repository
+object cannot describe (the API is asked, on the webhook reserve), and transfers in and out of
+the configured workspaces."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from app.bitbucket.budget import Priority
+from app.models import CatalogEntity, Project, Repository, WebhookDelivery
+from app.runtime import Runtime
+from app.sync.events import EventProcessor
+from app.sync.workspace import WorkspaceSync
+from bitbucket_sim.testing import SimProcess
+from tests.conftest import migrate
+from tests.webhook_support import repository
+
+
+def process(rt: Runtime, event_key: str, body: dict[str, Any]) -> tuple[str, list[int]]:
+    scheduled: list[int] = []
+    with rt.sessions() as session:
+        processor = EventProcessor(
+            rt.bitbucket(Priority.WEBHOOK), session, rt.settings, scheduled.append
+        )
+        delivery = WebhookDelivery(request_uuid=str(uuid.uuid4()), event_key=event_key, body=body)
+        summary = processor.process(delivery)
+        session.commit()
+    return summary, scheduled
+
+
+def synced(sim: SimProcess, runtime_for: Callable[..., Runtime], database_url: str) -> Runtime:
+    migrate(database_url)
+    rt = runtime_for(sim, DATABASE_URL=database_url)
+    with rt.sessions() as session:
+        WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
+    return rt
+
+
+def stored(rt: Runtime, uuid_: str) -> Repository:
+    with rt.sessions() as session:
+        return session.scalars(select(Repository).where(Repository.uuid == uuid_)).one()
+
+
+def test_a_main_branch_change_is_read_from_the_api(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    rt = synced(sim, runtime_for, sqlite_url)
+    repo = sim.repositories()[0]
+    other = next(b for b in repo["branches"] if b != repo["mainbranch"])
+    sim.admin("PATCH", f"repos/{repo['slug']}", json={"mainbranch": other})
+    before = sim.stats()["calls"]["repositories"]
+    body = {
+        "repository": repository(repo["slug"], repo["uuid"], sim.api_url),
+        "changes": {"mainbranch": {"old": {"name": repo["mainbranch"]}, "new": {"name": other}}},
+    }
+    summary, scheduled = process(rt, "repo:updated", body)
+    assert "updated (mainbranch)" in summary
+    assert sim.stats()["calls"]["repositories"] == before + 1  # the payload lacks it
+    row = stored(rt, repo["uuid"])
+    assert row.default_branch == other
+    assert scheduled == [row.id]  # the catalog is read again at the new branch
+
+
+def test_a_rename_is_taken_from_the_payload_without_a_call(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], database_url: str
+) -> None:
+    rt = synced(sim, runtime_for, database_url)
+    repo = sim.repositories()[1]
+    payload_repo = {**repository("renamed-here", repo["uuid"], sim.api_url), "name": "Renamed"}
+    calls = sim.stats()["calls_total"]
+    process(
+        rt,
+        "repo:updated",
+        {"repository": payload_repo, "changes": {"name": {"old": repo["name"], "new": "Renamed"}}},
+    )
+    assert sim.stats()["calls_total"] == calls
+    row = stored(rt, repo["uuid"])
+    assert (row.slug, row.full_name, row.name) == ("renamed-here", "acme/renamed-here", "Renamed")
+    # The payload's project PAY has another UUID than the PAY listed before (a project
+    # recreated under the same key): it takes the key over instead of failing the upsert.
+    with rt.sessions() as session:
+        project = session.get(Project, row.project_id)
+        assert project is not None and project.uuid == payload_repo["project"]["uuid"]
+        stale = session.scalars(select(Project).where(Project.key.startswith("~"))).all()
+    assert len(stale) <= 1 and all(p.key == f"~{p.uuid}" for p in stale)
+
+
+def test_a_transfer_out_of_the_configured_workspaces_retires_the_repository(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    rt = synced(sim, runtime_for, sqlite_url)
+    repo = sim.repositories()[2]
+    moved = {
+        **repository(repo["slug"], repo["uuid"], sim.api_url),
+        "full_name": f"elsewhere/{repo['slug']}",
+    }
+    summary, scheduled = process(rt, "repo:transfer", {"repository": moved})
+    assert "left the configured workspaces; retired" in summary and scheduled == []
+    row = stored(rt, repo["uuid"])
+    assert row.deleted_at is not None
+    with rt.sessions() as session:
+        live = session.scalars(
+            select(CatalogEntity).where(
+                CatalogEntity.repository_id == row.id, CatalogEntity.deleted_at.is_(None)
+            )
+        ).all()
+    assert live == []
+
+
+def test_a_transfer_within_the_configured_workspaces_refreshes_it(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    rt = synced(sim, runtime_for, sqlite_url)
+    repo = sim.repositories()[3]
+    summary, scheduled = process(
+        rt, "repo:transfer", {"repository": repository(repo["slug"], repo["uuid"], sim.api_url)}
+    )
+    assert "transferred; catalog refresh scheduled" in summary
+    assert scheduled == [stored(rt, repo["uuid"]).id]
