@@ -15,7 +15,7 @@ from app.bitbucket.errors import BitbucketError, RetryLater
 from app.cli_webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
 from app.credentials_age import token_age_notice
-from app.doctor import run_checks
+from app.doctor import database_check, run_checks
 from app.logs import configure_logging
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
 from app.runtime import Runtime
@@ -33,6 +33,7 @@ def _runtime(ctx: click.Context) -> Runtime:
 
 
 @click.group()
+@click.version_option(package_name="bbsync", prog_name="bbsync")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """bbsync keeps a Backstage catalog in step with Bitbucket Cloud."""
@@ -199,13 +200,10 @@ def status(ctx: click.Context) -> None:
         with rt.sessions() as session:
             for line in _workspace_lines(session, rt.settings.workspaces):
                 click.echo(line)
-    except SQLAlchemyError as exc:
+    except SQLAlchemyError:
         ok = False
-        click.echo(
-            f"database: unavailable or not migrated ({type(exc).__name__}); "
-            "run `alembic upgrade head`",
-            err=True,
-        )
+        check = database_check(rt)
+        click.echo(check.line() if not check.ok else "database: query failed", err=True)
     if not ok:
         sys.exit(1)
 
@@ -291,6 +289,31 @@ def doctor(ctx: click.Context, hook_url: str | None) -> None:
         click.echo(check.line())
     if not all(c.ok for c in checks):
         sys.exit(1)
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Migrate the database to the newest revision (what the Procfile's release phase runs)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from app.doctor import ALEMBIC_INI
+
+    rt = _runtime(ctx)
+    check = database_check(rt)
+    if check.ok:
+        click.echo(f"database: {check.detail}")
+        return
+    if check.detail.startswith("unreachable"):
+        click.echo(check.line(), err=True)
+        sys.exit(1)
+    try:
+        command.upgrade(Config(ALEMBIC_INI), "head")  # the URL comes from the same settings
+    except SQLAlchemyError as exc:
+        click.echo(f"database: migration failed ({type(exc).__name__}: {exc.args[0]})", err=True)
+        sys.exit(1)
+    click.echo(f"database: {database_check(rt).detail}")
 
 
 @main.command("config")

@@ -97,7 +97,10 @@ def deliveries(ctx: click.Context, failed: bool, limit: int) -> None:
     if failed:
         stmt = stmt.where(WebhookDelivery.status == DeliveryStatus.FAILED.value)
     with rt.sessions() as session:
-        for d in session.scalars(stmt):
+        shown = list(session.scalars(stmt))
+        if not shown:
+            click.echo("no failed deliveries" if failed else "no deliveries received yet")
+        for d in shown:
             line = (
                 f"#{d.id} {d.received_at.isoformat(timespec='seconds')} {d.event_key} "
                 f"{d.repository_full_name or '-'} {d.status}"

@@ -35,6 +35,14 @@ from app.settings_values import (
 
 DEFAULT_DATABASE_URL = "sqlite:///bbsync.db"
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DATABASE_SCHEMES = (
+    "sqlite",
+    "postgresql",
+    "postgres",
+    "postgresql+psycopg",
+    "sqlite+pysqlite",
+    "postgresql+psycopg2",
+)
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"
 
@@ -222,12 +230,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     def get(name: str, default: str = "") -> str:
         return env.get(name, "").strip() or default
 
-    database_url = normalise_database_url(get("DATABASE_URL", DEFAULT_DATABASE_URL))
     url(
         "DATABASE_URL",
-        database_url,
-        ("sqlite", "sqlite+pysqlite", "postgresql+psycopg", "postgresql+psycopg2"),
+        get("DATABASE_URL", DEFAULT_DATABASE_URL),
+        DATABASE_SCHEMES,
     )
+    database_url = normalise_database_url(get("DATABASE_URL", DEFAULT_DATABASE_URL))
     redis_url = url("REDIS_URL", get("REDIS_URL", DEFAULT_REDIS_URL), ("redis", "rediss"))
     broker_url = url(
         "CELERY_BROKER_URL",
@@ -358,10 +366,32 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     )
 
 
+CREDENTIAL_VARIABLES = (
+    "BITBUCKET_ACCESS_TOKEN",
+    "BITBUCKET_API_TOKEN",
+    "BITBUCKET_OAUTH_CLIENT_ID",
+    "BITBUCKET_DC_TOKEN",
+)
+DEMO_ENV_FILE = ".env.demo"
+
+
+def _file_values(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
-    """Settings from `.env` (if present) overlaid by the real environment, which wins."""
+    """Settings from `.env` (if present) overlaid by the real environment, which wins.
+
+    `make run`'s demo writes its settings to `.env.demo` beside `.env` while it runs, so that
+    `bbsync status` in another shell sees the demo. They only fill what is unset, and only when
+    no Bitbucket credential is configured: a real credential never meets the demo's URL.
+    """
     values: dict[str, str] = {}
-    if env_file and Path(env_file).is_file():
-        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    if env_file:
+        values.update(_file_values(Path(env_file)))
     values.update(os.environ)
+    if env_file and not any(values.get(name, "").strip() for name in CREDENTIAL_VARIABLES):
+        values = {**_file_values(Path(env_file).with_name(DEMO_ENV_FILE)), **values}
     return settings_from_env(values)

@@ -32,6 +32,9 @@ FEATURE_PROBES = (
 )
 
 
+ALEMBIC_INI = str(Path(__file__).resolve().parent.parent / "alembic.ini")
+
+
 @dataclass
 class Check:
     name: str
@@ -44,7 +47,9 @@ class Check:
         return text + (f" — fix: {self.fix}" if self.fix and not self.ok else "")
 
 
-def _migrations(rt: Runtime, alembic_ini: str) -> Check:
+def database_check(rt: Runtime, alembic_ini: str | None = None) -> Check:
+    """Whether the database answers and is migrated to the newest revision."""
+    alembic_ini = alembic_ini or ALEMBIC_INI
     try:
         head = ScriptDirectory.from_config(Config(alembic_ini)).get_current_head()
         with rt.engine.connect() as connection:
@@ -64,9 +69,6 @@ def _migrations(rt: Runtime, alembic_ini: str) -> Check:
             "run `alembic upgrade head` (the Procfile's release phase)",
         )
     return Check("database", True, f"migrated to {head}")
-
-
-ALEMBIC_INI = str(Path(__file__).resolve().parent.parent / "alembic.ini")
 
 
 def run_checks(
@@ -104,7 +106,7 @@ def run_checks(
             )
         )
         return checks  # every Bitbucket call needs the budget in Redis
-    checks.append(_migrations(rt, alembic_ini))
+    checks.append(database_check(rt, alembic_ini))
     if not settings.workspaces:
         checks.append(Check("workspaces", False, "none configured", "set BITBUCKET_WORKSPACES"))
         return checks

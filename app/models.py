@@ -62,6 +62,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+# Python None stored as SQL NULL, not JSON `null`, so that `IS NULL` filters mean "none".
+NullableJSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -150,7 +152,7 @@ class CatalogFile(Base):
     # The last content read (descriptors are small and capped): entities are rebuilt from it
     # when only the repository changed (rename, new default branch) and the file answers 304.
     content: Mapped[str | None] = mapped_column(Text)
-    entity_conflicts: Mapped[list[str] | None] = mapped_column(JSONType)
+    entity_conflicts: Mapped[list[str] | None] = mapped_column(NullableJSONType)
     fetched_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 

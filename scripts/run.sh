@@ -10,8 +10,35 @@ has_env() { [ -n "${!1:-}" ] || { [ -f .env ] && grep -Eq "^$1=.+" .env; }; }
 export DATABASE_URL="${DATABASE_URL:-sqlite:///bbsync.db}"
 export PORT="${PORT:-5000}"
 SIM_PID=""
-cleanup() { [ -n "$SIM_PID" ] && kill "$SIM_PID" 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
+HONCHO_PID=""
+DEMO_ENV=".env.demo"
+cleanup() {
+  trap - EXIT INT TERM
+  set +e
+  if [ -n "$HONCHO_PID" ]; then kill -TERM "$HONCHO_PID" 2>/dev/null; wait "$HONCHO_PID"; fi
+  if [ -n "$SIM_PID" ]; then
+    kill "$SIM_PID" 2>/dev/null
+    wait "$SIM_PID"
+    rm -f "$DEMO_ENV"
+  fi
+}
+# Ctrl-C and a plain SIGTERM alike stop everything this script started.
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+
+port_free() {
+  python -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+require_port() {
+  port_free "$1" || { echo "make run: port $1 ($2) is already in use; stop what listens there or set $3" >&2; exit 1; }
+}
+require_port "$PORT" web PORT
 
 if ! redis-cli -u "${REDIS_URL:-redis://localhost:6379/0}" ping >/dev/null 2>&1; then
   echo "Redis is not answering at ${REDIS_URL:-redis://localhost:6379/0}; start it first" >&2
@@ -21,8 +48,9 @@ fi
 if ! has_env BITBUCKET_ACCESS_TOKEN && ! has_env BITBUCKET_API_TOKEN \
    && ! has_env BITBUCKET_OAUTH_CLIENT_ID; then
   SIM_PORT="${SIM_PORT:-7990}"
+  require_port "$SIM_PORT" simulator SIM_PORT
   echo "No Bitbucket credentials set: starting the simulator on port $SIM_PORT (workspace demo)"
-  python -m bitbucket_sim --port "$SIM_PORT" --workspace demo --repos 60 --seed 7 \
+  python -m bitbucket_sim --port "$SIM_PORT" --workspace demo --repos "${BBSYNC_DEMO_REPOS:-60}" --seed 7 \
     --access-token demo-token &
   SIM_PID=$!
   export BITBUCKET_API_URL="http://127.0.0.1:$SIM_PORT/2.0"
@@ -34,9 +62,22 @@ if ! has_env BITBUCKET_ACCESS_TOKEN && ! has_env BITBUCKET_API_TOKEN \
     curl -fs "http://127.0.0.1:$SIM_PORT/_sim/stats" >/dev/null 2>&1 && break
     sleep 0.2
   done
+  kill -0 "$SIM_PID" 2>/dev/null || { echo "make run: the simulator did not start" >&2; exit 1; }
+  # Every bbsync command in this folder (another shell's `bbsync status`) reads these while
+  # the demo runs; removed when it stops.
+  cat >"$DEMO_ENV" <<DEMO
+# written by make run while the demo runs; removed when it stops
+DATABASE_URL=$DATABASE_URL
+REDIS_URL=${REDIS_URL:-redis://localhost:6379/0}
+BITBUCKET_API_URL=$BITBUCKET_API_URL
+BITBUCKET_WORKSPACES=demo
+BITBUCKET_ACCESS_TOKEN=demo-token
+BITBUCKET_WEBHOOK_SECRET=$BITBUCKET_WEBHOOK_SECRET
+BBSYNC_API_TOKENS=$BBSYNC_API_TOKENS
+DEMO
 fi
 
-alembic upgrade head
+bbsync migrate
 bbsync sync || echo "initial sync did not finish; the workers will retry on schedule" >&2
 bbsync sync --activity || echo "pull requests and pipelines will follow on schedule" >&2
 if [ -n "$SIM_PID" ]; then
@@ -58,8 +99,10 @@ bbsync is starting:
 MSG
 if [ -n "$SIM_PID" ]; then
   echo "  simulator     ${BITBUCKET_API_URL%/2.0}/_sim/stats"
-  echo "  demo settings for another shell (e.g. for bbsync status):"
-  echo "    export BITBUCKET_API_URL=$BITBUCKET_API_URL BITBUCKET_WORKSPACES=demo BITBUCKET_ACCESS_TOKEN=demo-token BBSYNC_API_TOKENS=$BBSYNC_API_TOKENS"
+  echo "  demo settings are in $DEMO_ENV while the demo runs: every bbsync command in this"
+  echo "  folder reads them (another shell: . .venv/bin/activate && bbsync status)"
 fi
 echo
-exec honcho start -f scripts/Procfile.dev
+honcho start -f scripts/Procfile.dev &
+HONCHO_PID=$!
+wait "$HONCHO_PID"

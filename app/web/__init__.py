@@ -17,15 +17,20 @@ from app.tasks import producer
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
-    """Build the web app. Settings are read from the environment when not given."""
-    settings = settings or (runtime.settings if runtime else load_settings())
-    runtime = runtime or Runtime(settings)
+def check_web_settings(settings: Settings) -> None:
+    """What the web process needs beyond valid settings; `SettingsError` names the variable."""
     if not settings.webhook_secrets and not settings.allow_unsigned_webhooks:
         raise SettingsError(
             "BITBUCKET_WEBHOOK_SECRET: required by the web process to verify webhooks "
             "(set BBSYNC_ALLOW_UNSIGNED_WEBHOOKS=true only for development)"
         )
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    """Build the web app. Settings are read from the environment when not given."""
+    settings = settings or (runtime.settings if runtime else load_settings())
+    runtime = runtime or Runtime(settings)
+    check_web_settings(settings)
     configure_logging(settings)
     if not settings.webhook_secrets:
         log.warning(

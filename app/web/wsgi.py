@@ -11,4 +11,6 @@ try:
     app = create_app()
 except SettingsError as exc:
     print(f"bbsync: configuration error: {exc}", file=sys.stderr)
-    sys.exit(2)
+    # gunicorn halts (rather than respawning workers forever) when a worker exits with 4,
+    # its "application failed to load" code; the master's own check usually stops it first.
+    sys.exit(4)
