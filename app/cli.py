@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -19,7 +20,7 @@ from app.doctor import database_check, run_checks
 from app.logs import configure_logging
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
 from app.runtime import Runtime
-from app.sync.activity import ActivityReconcile
+from app.sync.activity import ActivityCoverage, ActivityReconcile, activity_coverage
 from app.sync.catalog import CatalogProgress
 from app.sync.people import PeopleSync
 from app.sync.repositories import SyncProgress
@@ -198,7 +199,7 @@ def status(ctx: click.Context) -> None:
         click.echo(f"token: {notice[0].upper()}: {notice[1]}")
     try:
         with rt.sessions() as session:
-            for line in _workspace_lines(session, rt.settings.workspaces):
+            for line in _workspace_lines(session, rt.settings):
                 click.echo(line)
     except SQLAlchemyError:
         ok = False
@@ -208,7 +209,8 @@ def status(ctx: click.Context) -> None:
         sys.exit(1)
 
 
-def _workspace_lines(session: Any, configured: tuple[str, ...]) -> list[str]:
+def _workspace_lines(session: Any, settings: Settings) -> list[str]:
+    configured = settings.workspaces
     known = {w.slug: w for w in session.scalars(select(Workspace))}
     lines = []
     for slug in sorted(set(configured) | set(known)):
@@ -245,7 +247,21 @@ def _workspace_lines(session: Any, configured: tuple[str, ...]) -> list[str]:
                 lines.append(f"    conflict: {conflict}")
         if workspace is not None:
             lines.extend(_parse_error_lines(session, workspace))
+            lines.append(_coverage_line(activity_coverage(session, slug, settings)))
     return lines
+
+
+def _coverage_line(coverage: ActivityCoverage) -> str:
+    """How current pull requests, pipelines and statuses are, for `bbsync status`."""
+    line = "  activity: "
+    if coverage.oldest is None or coverage.never_reconciled == coverage.repositories:
+        line += "never reconciled"
+    else:
+        age = (datetime.now(UTC) - coverage.oldest).total_seconds() / 3600
+        line += f"oldest reconciliation {age:.1f} h ago"
+        if coverage.never_reconciled:
+            line += f", {coverage.never_reconciled} repositories not yet"
+    return line + f"; a full sweep takes {coverage.sweep_hours} h at the current share"
 
 
 def _last_run(session: Any, workspace: str, kind: str) -> SyncRun | None:

@@ -117,7 +117,8 @@ class Settings:
     push_coalesce_seconds: float = 5.0
     requeue_after_seconds: int = 60
     api_tokens: tuple[Secret, ...] = ()
-    activity_interval_seconds: int = 6 * 3600
+    activity_interval_seconds: int = 15 * 60
+    activity_share: float = 0.15  # of the hourly window, for scheduled activity reconciliation
     reconcile_pipelines: bool = True
     health_pipeline_runs: int = 20
     retention_days: int = 90
@@ -275,8 +276,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             Secret(t.strip()) for t in get("BBSYNC_API_TOKENS").split(",") if t.strip()
         ),
         activity_interval_seconds=whole_number(
-            "BBSYNC_ACTIVITY_INTERVAL", get("BBSYNC_ACTIVITY_INTERVAL", str(6 * 3600))
+            "BBSYNC_ACTIVITY_INTERVAL", get("BBSYNC_ACTIVITY_INTERVAL", str(15 * 60))
         ),
+        activity_share=share("BBSYNC_ACTIVITY_SHARE", get("BBSYNC_ACTIVITY_SHARE", "0.15")),
         reconcile_pipelines=boolean(
             "BBSYNC_RECONCILE_PIPELINES", get("BBSYNC_RECONCILE_PIPELINES", "true")
         ),

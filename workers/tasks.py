@@ -15,7 +15,7 @@ from sqlalchemy import or_, select, update
 from app.bitbucket.budget import Priority
 from app.credentials_age import token_age_notice
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
-from app.sync.activity import ActivityReconcile, prune_old_activity
+from app.sync.activity import ActivityReconcile, activity_call_cap, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
 from app.sync.people import PeopleSync
@@ -219,11 +219,13 @@ def reconcile_all_activity(self: BbsyncTask) -> list[str]:
 def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
     """Pull requests, pipelines and statuses webhooks may have missed; resumable."""
     with self.retrying(workspace=workspace), self.unit_of_work() as session:
+        settings = self.runtime.settings
         run = ActivityReconcile(
             self.runtime.bitbucket(),
             session,
             session.commit,
-            pipelines=self.runtime.settings.reconcile_pipelines,
+            pipelines=settings.reconcile_pipelines,
+            max_calls=activity_call_cap(settings),
         ).run(workspace)
         return {"run_id": run.id, "api_calls": run.api_calls, **run.counts}
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import ValidationError
@@ -21,12 +22,14 @@ from sqlalchemy.orm import Session
 from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.errors import BitbucketRequestError
 from app.bitbucket.schemas import CommitStatusSchema, PipelineSchema, PullRequestSchema
+from app.config import Settings
 from app.models import (
     CommitStatus,
     Pipeline,
     PullRequest,
     Repository,
     SyncRun,
+    WebhookDelivery,
     Workspace,
     utcnow,
 )
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 KIND = "activity"
 PR_STATES = ("OPEN", "MERGED", "DECLINED", "SUPERSEDED")
 RECENT_PIPELINES = 20
+# A quiet repository costs a pull request page, a pipeline page and a status page.
+CALLS_PER_REPOSITORY = 3
 
 _pull_request_schema = PullRequestSchema()
 _status_schema = CommitStatusSchema()
@@ -144,6 +149,8 @@ def store_pipeline(session: Session, repo: Repository, data: dict[str, Any]) -> 
 
 
 class ActivityReconcile:
+    """Reconciles repositories in the order `reconcile_order` gives, within `max_calls`."""
+
     def __init__(
         self,
         client: BitbucketClient,
@@ -151,38 +158,44 @@ class ActivityReconcile:
         commit: Callable[[], None],
         *,
         pipelines: bool = True,
+        max_calls: int | None = None,
     ) -> None:
         self.client = client
         self.session = session
         self.commit = commit
         self.pipelines = pipelines
+        self.max_calls = max_calls
         self.counts: dict[str, int] = {}
 
     def run(self, workspace: str) -> SyncRun:
-        """Reconcile every live repository, least recently reconciled first; each repository
-        is committed on its own, so a run stopped by the budget resumes with the rest."""
+        """Reconcile repositories with signs of change first, then the quiet ones oldest first,
+        stopping before a repository would take the run past `max_calls` (its share of the
+        budget); each repository is committed on its own, so the next run goes on from there."""
         self.counts = dict.fromkeys(
-            ("repositories", "pull_requests", "stale", "pipelines", "statuses", "failures"), 0
+            (
+                "repositories",
+                "changed",
+                "pull_requests",
+                "stale",
+                "pipelines",
+                "statuses",
+                "failures",
+                "deferred",
+            ),
+            0,
         )
         run = SyncRun(kind=KIND, workspace=workspace)
         with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
-            ws = self.session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
-            repos = (
-                []
-                if ws is None
-                else list(
-                    self.session.scalars(
-                        select(Repository)
-                        .where(Repository.workspace_id == ws.id, Repository.deleted_at.is_(None))
-                        .order_by(
-                            Repository.activity_reconciled_at.is_not(None),
-                            Repository.activity_reconciled_at,
-                        )
-                    )
-                )
-            )
-            for repo in repos:
+            started = self.client.ledger.total
+            cost = CALLS_PER_REPOSITORY if self.pipelines else CALLS_PER_REPOSITORY - 1
+            ordered = reconcile_order(self.session, workspace)
+            for index, (repo, changed) in enumerate(ordered):
+                spent = self.client.ledger.total - started
+                if self.max_calls is not None and spent + cost > self.max_calls:
+                    self.counts["deferred"] = len(ordered) - index
+                    break
                 self.reconcile_repository(workspace, repo)
+                self.counts["changed"] += changed
                 self.commit()
         return run
 
@@ -260,6 +273,94 @@ class ActivityReconcile:
                     self.counts["statuses"] += 1
             except ValidationError:
                 self.counts["failures"] += 1
+
+
+def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, bool]]:
+    """Live repositories in the order activity reconciliation spends on them, each with
+    whether it shows signs of change.
+
+    First those never reconciled or with signs of change since their last reconciliation: the
+    hourly listing moved `updated_on`, or deliveries arrived for them (after an ingress outage
+    these are the ones Bitbucket changed meanwhile). Then those with open pull requests (reviews
+    and approvals do not move `updated_on`), then the quiet rest; oldest reconciliation first
+    within each tier.
+    """
+    ws = session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
+    if ws is None:
+        return []
+    repos = list(
+        session.scalars(
+            select(Repository).where(
+                Repository.workspace_id == ws.id, Repository.deleted_at.is_(None)
+            )
+        )
+    )
+    reconciled = [r.activity_reconciled_at for r in repos if r.activity_reconciled_at]
+    delivered: dict[str, datetime] = {}
+    if reconciled:
+        delivered = {
+            name: at
+            for name, at in session.execute(
+                select(WebhookDelivery.repository_full_name, func.max(WebhookDelivery.received_at))
+                .where(WebhookDelivery.received_at > min(reconciled))
+                .group_by(WebhookDelivery.repository_full_name)
+            )
+            if name
+        }
+    with_open = set(
+        session.scalars(
+            select(PullRequest.repository_id)
+            .join(Repository, PullRequest.repository_id == Repository.id)
+            .where(Repository.workspace_id == ws.id, PullRequest.state == "OPEN")
+            .distinct()
+        )
+    )
+
+    def tier(repo: Repository) -> int:
+        last = repo.activity_reconciled_at
+        if last is None or (repo.updated_on is not None and repo.updated_on > last):
+            return 0
+        seen = delivered.get(repo.full_name)
+        if seen is not None and seen > last:
+            return 0
+        return 1 if repo.id in with_open else 2
+
+    epoch = datetime.min.replace(tzinfo=UTC)
+    tiers = {repo.id: tier(repo) for repo in repos}
+    repos.sort(key=lambda r: (tiers[r.id], r.activity_reconciled_at or epoch))
+    return [(repo, tiers[repo.id] == 0) for repo in repos]
+
+
+def activity_call_cap(settings: Settings) -> int:
+    """Calls one scheduled reconciliation may spend: its share of the window, per interval."""
+    per_window = settings.rate_limit_per_hour * settings.activity_share
+    runs_per_window = settings.rate_window_seconds / settings.activity_interval_seconds
+    return max(CALLS_PER_REPOSITORY, int(per_window / runs_per_window))
+
+
+@dataclass(frozen=True)
+class ActivityCoverage:
+    repositories: int
+    never_reconciled: int
+    oldest: datetime | None
+    sweep_hours: float  # a full pass over every repository at the current share
+
+
+def activity_coverage(session: Session, workspace: str, settings: Settings) -> ActivityCoverage:
+    """How far behind activity reconciliation is, and how long a full sweep takes."""
+    ws = session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
+    live = (Repository.workspace_id == (ws.id if ws else -1), Repository.deleted_at.is_(None))
+    total, never, oldest = session.execute(
+        select(
+            func.count(),
+            func.count().filter(Repository.activity_reconciled_at.is_(None)),
+            func.min(Repository.activity_reconciled_at),
+        ).where(*live)
+    ).one()
+    per_hour = settings.rate_limit_per_hour * settings.activity_share
+    per_hour *= 3600 / settings.rate_window_seconds
+    sweep = total * CALLS_PER_REPOSITORY / per_hour if per_hour else float("inf")
+    return ActivityCoverage(int(total), int(never), oldest, round(sweep, 1))
 
 
 def prune_old_activity(session: Session, retention_days: int) -> dict[str, int]:

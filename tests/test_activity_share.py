@@ -1,0 +1,118 @@
+"""Scheduled activity reconciliation spends within its share and on change first: repositories
+whose `updated_on` moved or that got deliveries come before the quiet ones, and the quiet ones
+are swept oldest first (open pull requests before the rest). Live simulator, SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+from sqlalchemy import select
+
+from app.models import PullRequest, Repository, WebhookDelivery, utcnow
+from app.runtime import Runtime
+from app.sync.activity import (
+    ActivityReconcile,
+    activity_call_cap,
+    activity_coverage,
+)
+from app.sync.workspace import WorkspaceSync
+from bitbucket_sim.testing import SimProcess
+
+
+def _reconcile(rt: Runtime, max_calls: int | None) -> tuple[set[str], int, dict[str, int]]:
+    """Slugs reconciled by one run, the calls it spent, and its counts."""
+    with rt.sessions() as session:
+        before = {r.slug: r.activity_reconciled_at for r in session.scalars(select(Repository))}
+        client = rt.bitbucket()
+        run = ActivityReconcile(client, session, session.commit, max_calls=max_calls).run("acme")
+        after = {r.slug: r.activity_reconciled_at for r in session.scalars(select(Repository))}
+        counts = dict(run.counts or {})
+    touched = {slug for slug, at in after.items() if at != before.get(slug)}
+    return touched, client.ledger.total, counts
+
+
+def _next_quiet(rt: Runtime, n: int) -> set[str]:
+    """The quiet sweep's next picks: open pull requests first, then oldest first."""
+    with rt.sessions() as session:
+        with_open = set(
+            session.scalars(select(PullRequest.repository_id).where(PullRequest.state == "OPEN"))
+        )
+        rows = session.scalars(select(Repository)).all()
+        rows = sorted(rows, key=lambda r: (r.id not in with_open, r.activity_reconciled_at))
+        return {r.slug for r in rows[:n]}
+
+
+def test_changed_repositories_first_then_the_quiet_ones_oldest_first(
+    sim_factory: Callable[..., SimProcess], runtime_for: Callable[..., Runtime], migrated_url: str
+) -> None:
+    sim = sim_factory(repos=24, seed=3, access_token="sim-token")
+    rt = runtime_for(sim, DATABASE_URL=migrated_url, BITBUCKET_RATE_LIMIT_PER_HOUR="100000")
+
+    def listing() -> None:
+        with rt.sessions() as session:
+            WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
+
+    listing()
+    everything, _, first = _reconcile(rt, None)
+    assert len(everything) == 24 and first["deferred"] == 0
+
+    slugs = [r["slug"] for r in sim.repositories()]
+    pushed = set(slugs[5:8])
+    for slug in pushed:
+        sim.admin("POST", f"repos/{slug}/push", json={"files": {"README.md": "changed"}})
+    listing()  # the hourly listing sees `updated_on` move
+    with rt.sessions() as session:
+        # A delivery seen for a quiet repository since its reconciliation counts as change too.
+        session.add(
+            WebhookDelivery(
+                request_uuid=str(uuid.uuid4()),
+                event_key="pullrequest:approved",
+                repository_full_name=f"acme/{slugs[20]}",
+                received_at=utcnow(),
+            )
+        )
+        session.commit()
+    changed = pushed | {slugs[20]}
+
+    reconciled: set[str] = set()
+    while reconciled != changed:
+        touched, spent, counts = _reconcile(rt, max_calls=8)
+        assert spent <= 8
+        assert touched, "every run within its share reconciles something"
+        assert touched <= changed - reconciled, "a quiet repository went before a changed one"
+        assert counts["changed"] == len(touched) and counts["deferred"] > 0
+        reconciled |= touched
+
+    # Nothing is changed any more: the quiet sweep takes the oldest reconciliations first.
+    for _ in range(3):
+        expected = _next_quiet(rt, 2)
+        touched, spent, counts = _reconcile(rt, max_calls=6)
+        assert touched == expected and spent <= 6 and counts["changed"] == 0
+
+
+def test_the_share_and_the_coverage_follow_the_settings(
+    sim_factory: Callable[..., SimProcess], runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    from tests.conftest import migrate
+
+    migrate(sqlite_url)
+    sim = sim_factory(repos=10, seed=3, access_token="sim-token")
+    rt = runtime_for(sim, DATABASE_URL=sqlite_url)
+    settings = rt.settings
+    assert (settings.rate_limit_per_hour, settings.activity_share) == (1000, 0.15)
+    assert settings.activity_interval_seconds == 900
+    assert activity_call_cap(settings) == 37  # 150 calls an hour, four runs an hour
+    doubled = replace(settings, activity_interval_seconds=1800)
+    assert activity_call_cap(doubled) == 75
+    with rt.sessions() as session:
+        WorkspaceSync(rt.bitbucket(), session, session.commit, settings).run("acme")
+        cold = activity_coverage(session, "acme", settings)
+    assert cold.repositories == 10 and cold.never_reconciled == 10 and cold.oldest is None
+    assert cold.sweep_hours == 0.2  # 10 repositories x 3 calls / 150 calls an hour
+    _reconcile(rt, None)
+    with rt.sessions() as session:
+        warm = activity_coverage(session, "acme", settings)
+    assert warm.never_reconciled == 0 and warm.oldest is not None
