@@ -181,16 +181,21 @@ def status(ctx: click.Context) -> None:
     rt = _runtime(ctx)
     ok = True
     try:
-        b = rt.budget.snapshot()
-        click.echo(
-            f"budget ({rt.settings.credential.kind.value}): {b.used}/{b.limit} used in the "
-            f"last {b.window_seconds}s, {b.remaining} remaining, {b.reserve} reserved for "
-            f"webhooks, {b.backfill_remaining} left for backfill"
-        )
-        if b.frees_at:
-            click.echo(f"  oldest call frees at {b.frees_at.isoformat(timespec='seconds')}")
-        if b.paused_until:
-            click.echo(f"  PAUSED after a 429 until {b.paused_until.isoformat(timespec='seconds')}")
+        for budget in rt.budgets:
+            b = budget.snapshot()
+            name = "budget" if budget is rt.budget else f"budget {b.resource}"
+            click.echo(
+                f"{name} ({rt.settings.credential.kind.value}): {b.used}/{b.limit} used in the "
+                f"last {b.window_seconds}s, {b.remaining} remaining, {b.reserve} reserved for "
+                f"webhooks, {b.backfill_remaining} left for backfill"
+            )
+            if b.announced_limit is not None:
+                click.echo(f"  limit announced by Bitbucket: {b.announced_limit}")
+            if b.frees_at:
+                click.echo(f"  oldest call frees at {b.frees_at.isoformat(timespec='seconds')}")
+            if b.paused_until:
+                until = b.paused_until.isoformat(timespec="seconds")
+                click.echo(f"  PAUSED after a 429 until {until}")
     except redis.RedisError as exc:
         ok = False
         click.echo(f"budget: Redis unreachable at REDIS_URL ({type(exc).__name__})", err=True)

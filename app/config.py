@@ -135,6 +135,9 @@ class Settings:
     rate_limit_per_hour: int = 1000
     rate_window_seconds: int = 3600
     rate_reserve_percent: int = 20
+    raw_rate_limit_per_hour: int = 5000  # raw file content has a window of its own
+    rate_limit_floor: int = 100  # an announced X-RateLimit-Limit is never followed below this
+    learn_rate_limit: bool = True  # follow X-RateLimit-Limit; off: the configured limits only
     http_timeout_seconds: float = 30.0
     http_max_retries: int = 3
     full_sync_interval_seconds: int = 3600
@@ -159,6 +162,10 @@ class Settings:
         """`scheme://host[:port]` of the Bitbucket API: the only place calls may go."""
         parts = urlsplit(self.bitbucket_api_url)
         return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def raw_rate_reserve(self) -> int:
+        return self.raw_rate_limit_per_hour * self.rate_reserve_percent // 100
 
     @property
     def rate_reserve(self) -> int:
@@ -325,6 +332,15 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BITBUCKET_RATE_WINDOW_SECONDS", get("BITBUCKET_RATE_WINDOW_SECONDS", "3600")
         ),
         rate_reserve_percent=reserve,
+        raw_rate_limit_per_hour=whole_number(
+            "BITBUCKET_RAW_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RAW_RATE_LIMIT_PER_HOUR", "5000")
+        ),
+        rate_limit_floor=whole_number(
+            "BITBUCKET_RATE_LIMIT_FLOOR", get("BITBUCKET_RATE_LIMIT_FLOOR", "100")
+        ),
+        learn_rate_limit=boolean(
+            "BITBUCKET_LEARN_RATE_LIMIT", get("BITBUCKET_LEARN_RATE_LIMIT", "true")
+        ),
         http_timeout_seconds=positive_number(
             "BITBUCKET_HTTP_TIMEOUT", get("BITBUCKET_HTTP_TIMEOUT", "30")
         ),

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.bitbucket.accounting import CallLedger
 from app.bitbucket.auth import TokenSource
-from app.bitbucket.budget import Priority, RateBudget
+from app.bitbucket.budget import Priority, RateBudget, Resource
 from app.bitbucket.client import BitbucketClient
 from app.bitbucket.quota import QuotaWatch
 from app.config import Settings
@@ -47,6 +47,7 @@ class Runtime:
 
     @cached_property
     def budget(self) -> RateBudget:
+        """The window every API call counts in (`repositories`)."""
         s = self.settings
         return RateBudget(
             s.redis_url,
@@ -55,7 +56,27 @@ class Runtime:
             window_seconds=s.rate_window_seconds,
             reserve=s.rate_reserve,
             redis_client=self.redis,
+            floor=s.rate_limit_floor,
         )
+
+    @cached_property
+    def raw_budget(self) -> RateBudget:
+        """The window raw file content (`/src/`) counts in, beside the API's."""
+        s = self.settings
+        return RateBudget(
+            s.redis_url,
+            s.credential.fingerprint,
+            limit=s.raw_rate_limit_per_hour,
+            window_seconds=s.rate_window_seconds,
+            reserve=s.raw_rate_reserve,
+            redis_client=self.redis,
+            resource=Resource.RAW,
+            floor=s.rate_limit_floor,
+        )
+
+    @property
+    def budgets(self) -> tuple[RateBudget, ...]:
+        return (self.budget, self.raw_budget)
 
     @cached_property
     def tokens(self) -> TokenSource:
@@ -70,6 +91,8 @@ class Runtime:
             self.tokens,
             self.budget,
             CallLedger(self.redis),
+            raw_budget=self.raw_budget,
+            learn_limits=self.settings.learn_rate_limit,
             priority=priority,
             timeout=self.settings.http_timeout_seconds,
             max_retries=self.settings.http_max_retries,
@@ -78,7 +101,9 @@ class Runtime:
 
     @cached_property
     def quota(self) -> QuotaWatch:
-        return QuotaWatch(self.budget, self.redis, self.settings.quota_warn_percent)
+        return QuotaWatch(
+            self.budget, self.redis, self.settings.quota_warn_percent, others=(self.raw_budget,)
+        )
 
     def dispose(self) -> None:
         """Drop pooled database connections after a fork (redis-py re-opens by itself)."""

@@ -89,7 +89,8 @@ def test_metrics_move_after_a_sync_and_a_webhook(
     delivered = ("bbsync_webhook_deliveries_total", (("event", "repo:push"), ("status", "queued")))
     assert after[delivered] == 1
     assert after[("bbsync_queue_depth", (("queue", "events"),))] >= 1
-    assert after[("bbsync_budget_used", ())] > before.get(("bbsync_budget_used", ()), 0)
+    used = ("bbsync_budget_used", (("resource", "repositories"),))
+    assert after[used] > before.get(used, 0)
 
 
 def test_task_and_ingress_figures_reach_metrics(

@@ -48,14 +48,19 @@ def test_past_the_mark_every_process_is_warned_once(
     sentry_events: list[dict[str, Any]],
 ) -> None:
     sim = sim_factory(access_token="sim-token")
-    rt = runtime_for(sim, BITBUCKET_RATE_LIMIT_PER_HOUR="25", BITBUCKET_RATE_RESERVE_PERCENT="0")
+    rt = runtime_for(
+        sim,
+        BITBUCKET_RATE_LIMIT_PER_HOUR="25",
+        BITBUCKET_RATE_RESERVE_PERCENT="0",
+        BITBUCKET_LEARN_RATE_LIMIT="false",
+    )
     client = rt.bitbucket()
     with pytest.raises(BudgetExhausted):
         for _ in range(30):
             client.get_json(api_path("workspaces", "acme"))
     assert alert_counts(rt.redis) == {"near_limit": 1}
     messages = [e.get("message") or e.get("logentry", {}).get("message") for e in sentry_events]
-    assert any("Bitbucket budget" in (m or "") and "% used" in (m or "") for m in messages)
+    assert any("repositories budget" in (m or "") and "% used" in (m or "") for m in messages)
     text = api_client(create_app(runtime=rt)).get("/metrics").get_data(as_text=True)
     samples = {
         (s.name, tuple(s.labels.items())): s.value

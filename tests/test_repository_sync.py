@@ -82,7 +82,12 @@ def test_a_sync_stopped_by_the_budget_resumes_where_it_stopped(
 
     migrate(sqlite_url)
     sim = sim_factory(repos=250, access_token="sim-token")
-    rt = runtime_for(sim, BITBUCKET_RATE_LIMIT_PER_HOUR="2", BITBUCKET_RATE_RESERVE_PERCENT="0")
+    rt = runtime_for(
+        sim,
+        BITBUCKET_RATE_LIMIT_PER_HOUR="2",
+        BITBUCKET_RATE_RESERVE_PERCENT="0",
+        BITBUCKET_LEARN_RATE_LIMIT="false",  # hold to the tiny configured limit
+    )
     with pytest.raises(BudgetExhausted):
         run_sync(rt)
     with rt.sessions() as session:

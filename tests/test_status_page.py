@@ -68,12 +68,26 @@ def test_the_status_page_renders_a_real_sync_in_chromium(
             assert "catalog succeeded" in workspaces
             assert "Component" in page.inner_text("#entities")
             assert page.locator("#budget-chart rect").count() > 0
-            assert page.locator("#limit-line").count() == 1
+            # Labelled axes; the hourly window beside the bars; only the families used.
+            assert page.locator("#budget-chart .x-tick").count() == 6
+            assert page.locator("#budget-chart .y-tick").count() == 3
+            assert "reserved for webhooks" in page.inner_text("#window-repositories")
+            assert page.locator("#window-raw").count() == 1
+            legend = page.inner_text(".legend")
+            assert "repositories" in legend and "pipelines" not in legend
+            assert "generated at" in page.inner_text("#generated")
+            assert page.locator('meta[http-equiv="refresh"]').count() == 1
             assert page.locator("#budget-chart .mark-429").count() >= 1
             assert "429" in page.inner_text("#budget")
             assert "days old" in page.inner_text("#token")
             assert page.locator("#broken-files li").count() >= 1
+            file_link = page.locator("#broken-files li a").first.get_attribute("href") or ""
+            assert file_link.startswith("https://bitbucket.org/acme/") and "/src/" in file_link
             page.screenshot(path=str(ARTIFACTS / "status-page.png"), full_page=True)
+            page.locator("#broken-files li a", has_text="health").first.click()
+            assert page.locator("#health").count() == 1
+            assert "open pull requests" in page.inner_text("#health")
+            page.screenshot(path=str(ARTIFACTS / "repository-page.png"), full_page=True)
             browser.close()
     finally:
         server.shutdown()

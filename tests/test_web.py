@@ -108,7 +108,9 @@ def test_metrics_expose_calls_budget_entities_and_runs(
         == 2
     )
     assert samples[("bbsync_bitbucket_calls_total", (("family", "src"), ("status", "429")))] == 1
-    assert samples[("bbsync_budget_used", ())] == 1
+    assert samples[("bbsync_budget_used", (("resource", "repositories"),))] == 1
+    assert samples[("bbsync_budget_used", (("resource", "raw"),))] == 0
+    assert samples[("bbsync_budget_limit", (("resource", "raw"),))] == 5000
     assert samples[("bbsync_catalog_entities", (("kind", "Component"),))] == 1
     assert (
         samples[("bbsync_sync_runs_total", (("kind", "repositories"), ("status", "succeeded")))]

@@ -161,6 +161,7 @@ def test_a_task_out_of_budget_retries_later_and_resumes(
         BITBUCKET_RATE_LIMIT_PER_HOUR="2",
         BITBUCKET_RATE_RESERVE_PERCENT="0",
         BITBUCKET_RATE_WINDOW_SECONDS="3",
+        BITBUCKET_LEARN_RATE_LIMIT="false",
     )
     start_worker(env)
     enqueue(producer(redis_url), "bbsync.sync.repositories", "acme")

@@ -7,9 +7,15 @@ check-and-take as one Lua script, atomic across processes); we call its storage 
 that two ceilings share one log: webhook-driven work may use the whole limit, backfill stops
 short of it by the reserve.
 
-A 429 from Bitbucket pauses the budget for everyone: until `Retry-After` when Bitbucket sends
-one, otherwise until the oldest call in our window ages out. Callers that find no budget get
-`BudgetExhausted`/`BudgetPaused` carrying `retry_after`; they never sleep here.
+Bitbucket keeps a window per resource: raw file content (`/src/`) has its own (5,000/h) beside
+the one every API call counts in (1,000/h), so each `Resource` gets its own `RateBudget`: file
+reads never starve API calls, nor the reverse. When Bitbucket announces a limit in
+`X-RateLimit-Limit` (scaled limits for access tokens on larger workspaces), the window follows
+it for every process (`learn`), never below a configured floor.
+
+A 429 from Bitbucket pauses that resource's budget for everyone: until `Retry-After` when
+Bitbucket sends one, otherwise until the oldest call in our window ages out. Callers that find
+no budget get `BudgetExhausted`/`BudgetPaused` carrying `retry_after`; they never sleep here.
 """
 
 from __future__ import annotations
@@ -29,6 +35,20 @@ KEY_PREFIX = "bbsync"
 UNAVAILABLE_RETRY_SECONDS = 30.0
 
 
+# An announced limit is trusted for a day after it was last seen.
+LEARNED_LIMIT_SECONDS = 24 * 3600
+
+
+class Resource(enum.StrEnum):
+    API = "repositories"  # every API call (Bitbucket's `/2.0/repositories/*` window)
+    RAW = "raw"  # raw file content: `/src/` reads
+
+
+def resource_for(path: str) -> Resource:
+    """The Bitbucket window a call to `path` (relative to the API base) counts in."""
+    return Resource.RAW if "/src/" in path.split("?", 1)[0] else Resource.API
+
+
 class Priority(enum.StrEnum):
     WEBHOOK = "webhook"  # may spend the reserve: a user is waiting for this change
     BACKFILL = "backfill"  # reconciliation and full syncs: stops short of the reserve
@@ -46,6 +66,9 @@ class BudgetSnapshot:
     window_seconds: int
     frees_at: datetime | None  # when the oldest call in the window ages out
     paused_until: datetime | None
+    resource: str = Resource.API.value
+    configured_limit: int | None = None  # from settings; `limit` differs when Bitbucket announced
+    announced_limit: int | None = None  # the last `X-RateLimit-Limit` seen, when fresh
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -66,25 +89,70 @@ class RateBudget:
         window_seconds: int = 3600,
         reserve: int = 0,
         redis_client: redis.Redis | None = None,
+        resource: Resource = Resource.API,
+        floor: int = 1,
     ) -> None:
         if limit <= 0:
             raise ValueError("limit must be positive")
         if not 0 <= reserve < limit:
             raise ValueError("reserve must be at least 0 and below the limit")
-        self.limit = limit
-        self.reserve = reserve
+        self.configured_limit = limit
+        self.configured_reserve = reserve
         self.window_seconds = window_seconds
+        self.resource = Resource(resource)
+        self.floor = max(1, floor)
         self.redis = redis_client or redis.Redis.from_url(redis_url)
         self._storage = RedisStorage(
             redis_url, connection_pool=self.redis.connection_pool, key_prefix=KEY_PREFIX
         )
         self.fingerprint = credential_fingerprint
-        self._window_key = f"budget/{credential_fingerprint}"
-        self._pause_key = f"{KEY_PREFIX}:budget-paused/{credential_fingerprint}"
+        # The API window keeps the keys it had before raw content got a window of its own.
+        suffix = "" if self.resource is Resource.API else f"/{self.resource.value}"
+        self._window_key = f"budget/{credential_fingerprint}{suffix}"
+        self._pause_key = f"{KEY_PREFIX}:budget-paused/{credential_fingerprint}{suffix}"
+        self._learned_key = f"{KEY_PREFIX}:budget-learned/{credential_fingerprint}/{resource}"
+        self._announced: int | None = None  # as last read from Redis by this process
+        self._learned_written = (0, 0.0)  # (value, when) this process last wrote
+
+    @property
+    def limit(self) -> int:
+        """The window's limit: Bitbucket's announced one when known, else the configured."""
+        return self._effective(self._announced)[0]
+
+    @property
+    def reserve(self) -> int:
+        return self._effective(self._announced)[1]
+
+    def _effective(self, announced: int | None) -> tuple[int, int]:
+        if announced is None:
+            return self.configured_limit, self.configured_reserve
+        limit = max(self.floor, announced)
+        reserve = min(limit - 1, self.configured_reserve * limit // self.configured_limit)
+        return limit, reserve
 
     def ceiling(self, priority: Priority) -> int:
         webhook = Priority(priority) is Priority.WEBHOOK
         return self.limit if webhook else self.limit - self.reserve
+
+    def learn(self, announced: int) -> None:
+        """Follow the limit Bitbucket announced (`X-RateLimit-Limit`) in every process."""
+        if announced <= 0:
+            return
+        value, when = self._learned_written
+        now = time.time()
+        self._announced = announced
+        if value == announced and now - when < 60:
+            return  # written a moment ago: spare Redis a write per call
+        self.redis.set(self._learned_key, str(announced), ex=LEARNED_LIMIT_SECONDS)
+        self._learned_written = (announced, now)
+
+    def _read_state(self) -> float:
+        """Refresh the announced limit and return the seconds left of a 429 pause."""
+        pause, learned = cast(
+            list[bytes | None], self.redis.mget(self._pause_key, self._learned_key)
+        )
+        self._announced = int(learned) if learned else None
+        return 0.0 if pause is None else max(0.0, float(pause) - time.time())
 
     def acquire(self, priority: Priority = Priority.BACKFILL, cost: int = 1) -> None:
         """Take `cost` slots or raise `BudgetPaused` / `BudgetExhausted` with `retry_after`.
@@ -100,10 +168,11 @@ class RateBudget:
             ) from exc
 
     def _acquire(self, priority: Priority, cost: int) -> None:
-        paused_for = self.paused_for()
+        paused_for = self._read_state()
         if paused_for > 0:
             raise BudgetPaused(
-                f"Bitbucket rate limit hit; all calls paused for {paused_for:.0f}s",
+                f"Bitbucket rate limit hit ({self.resource.value}); all calls paused for "
+                f"{paused_for:.0f}s",
                 retry_after=paused_for,
             )
         ceiling = self.ceiling(priority)
@@ -115,7 +184,8 @@ class RateBudget:
         )
         retry_after = max(1.0, oldest + self.window_seconds - time.time()) if count else 1.0
         raise BudgetExhausted(
-            f"{priority.value} budget used up ({count}/{ceiling} calls in the window); "
+            f"{priority.value} budget for {self.resource.value} used up ({count}/{ceiling} "
+            "calls in the window); "
             f"frees in {retry_after:.0f}s",
             retry_after=retry_after,
         )
@@ -148,12 +218,15 @@ class RateBudget:
         return until - now
 
     def snapshot(self) -> BudgetSnapshot:
+        paused_for = self._read_state()
         oldest, used = self._storage.get_moving_window(
             self._window_key, self.limit, self.window_seconds
         )
-        paused_for = self.paused_for()
         now = time.time()
         return BudgetSnapshot(
+            resource=self.resource.value,
+            configured_limit=self.configured_limit,
+            announced_limit=self._announced,
             limit=self.limit,
             reserve=self.reserve,
             used=used,
@@ -167,7 +240,9 @@ class RateBudget:
     def reset(self) -> None:
         """Forget every call and pause (tests and `bbsync budget --reset` only)."""
         self._storage.clear(self._window_key)
-        self.redis.delete(self._pause_key)
+        self.redis.delete(self._pause_key, self._learned_key)
+        self._announced = None
+        self._learned_written = (0, 0.0)
 
 
 def _utc(timestamp: float) -> datetime:

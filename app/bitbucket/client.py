@@ -23,7 +23,7 @@ from marshmallow import ValidationError
 
 from app.bitbucket.accounting import CallLedger, endpoint_family
 from app.bitbucket.auth import TokenSource
-from app.bitbucket.budget import Priority, RateBudget
+from app.bitbucket.budget import Priority, RateBudget, Resource, resource_for
 from app.bitbucket.errors import (
     BitbucketError,
     BitbucketRequestError,
@@ -89,6 +89,8 @@ class BitbucketClient:
         backoff_cap: float = 8.0,
         http: requests.Session | None = None,
         quota: QuotaWatch | None = None,
+        raw_budget: RateBudget | None = None,
+        learn_limits: bool = True,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         base = urlsplit(self.api_url)
@@ -99,6 +101,8 @@ class BitbucketClient:
         self._v1_path = self._base_path[:-4] + "/1.0" if self._base_path.endswith("/2.0") else None
         self.tokens = tokens
         self.budget = budget
+        self.raw_budget = raw_budget or budget
+        self.learn_limits = learn_limits
         self.ledger = ledger or CallLedger()
         self.priority = Priority(priority)
         self.timeout = timeout
@@ -161,10 +165,11 @@ class BitbucketClient:
         url, relative = self.resolve(path_or_url)
         family = endpoint_family(relative)
         endpoint = f"{method} {relative.split('?', 1)[0]}"
+        budget = self.raw_budget if resource_for(relative) is Resource.RAW else self.budget
         attempt = 0
         renewed_token = False
         while True:
-            self.budget.acquire(self.priority)
+            budget.acquire(self.priority)
             send_headers = dict(headers or {})
             authorization = self.tokens.authorization()
             if authorization:
@@ -192,12 +197,13 @@ class BitbucketClient:
                 ) from None
             status = response.status_code
             self.ledger.record(family, status)
+            self._follow_announced_limit(budget, endpoint, response)
             if self.quota is not None:
                 self.quota.after_call()
             if status in ok:
                 return response
             if status == 429:
-                paused = self.budget.pause(_retry_after(response))
+                paused = budget.pause(_retry_after(response))
                 if self.quota is not None:
                     self.quota.rate_limited(endpoint, paused)
                 log.warning(
@@ -231,6 +237,18 @@ class BitbucketClient:
                 renewed_token = True
                 continue
             raise _request_error(endpoint, response)
+
+    def _follow_announced_limit(
+        self, budget: RateBudget, endpoint: str, response: requests.Response
+    ) -> None:
+        """`X-RateLimit-Limit` (access tokens, some endpoints) sets the window's limit for every
+        process; `X-RateLimit-NearLimit` is Bitbucket's own quota alert."""
+        announced = response.headers.get("X-RateLimit-Limit", "").strip()
+        if self.learn_limits and announced.isdigit() and len(announced) <= 9:
+            budget.learn(int(announced))
+        near = response.headers.get("X-RateLimit-NearLimit", "").strip().lower()
+        if near == "true" and self.quota is not None:
+            self.quota.announced_near_limit(budget, endpoint)
 
     def _backoff(self, attempt: int, endpoint: str, reason: str) -> None:
         delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))

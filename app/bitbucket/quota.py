@@ -22,29 +22,56 @@ CHECK_EVERY = 10
 
 
 class QuotaWatch:
-    def __init__(self, budget: RateBudget, redis_client: redis.Redis, warn_percent: int = 80):
+    def __init__(
+        self,
+        budget: RateBudget,
+        redis_client: redis.Redis,
+        warn_percent: int = 80,
+        others: tuple[RateBudget, ...] = (),
+    ):
         self.budget = budget
+        self.budgets = (budget, *others)  # one per Bitbucket resource window
         self.redis = redis_client
         self.warn_percent = warn_percent
         self._calls = 0
 
     def after_call(self) -> None:
-        """Look at the window every `CHECK_EVERY` calls of this process; alert past the mark."""
+        """Look at the windows every `CHECK_EVERY` calls of this process; alert past the mark."""
         self._calls += 1
         if self._calls % CHECK_EVERY:
             return
-        try:
-            snapshot = self.budget.snapshot()
-        except redis.RedisError:
-            return  # the budget itself reports Redis trouble on the next call
+        for budget in self.budgets:
+            try:
+                self._check(budget)
+            except redis.RedisError:
+                return  # the budget itself reports Redis trouble on the next call
+
+    def _check(self, budget: RateBudget) -> None:
+        snapshot = budget.snapshot()
         used_percent = 100 * snapshot.used / snapshot.limit
         if used_percent < self.warn_percent:
             return
-        marker = f"{ALERTS_KEY}/near-limit/{self.budget.fingerprint}"
-        if self.redis.set(marker, "1", nx=True, ex=self.budget.window_seconds):
+        suffix = "" if budget is self.budget else f"/{budget.resource.value}"
+        marker = f"{ALERTS_KEY}/near-limit/{budget.fingerprint}{suffix}"
+        if self.redis.set(marker, "1", nx=True, ex=budget.window_seconds):
             message = (
-                f"Bitbucket budget {used_percent:.0f}% used ({snapshot.used}/{snapshot.limit} "
-                f"calls in the window); backfill stops at {snapshot.limit - snapshot.reserve}"
+                f"Bitbucket {budget.resource.value} budget {used_percent:.0f}% used "
+                f"({snapshot.used}/{snapshot.limit} calls in the window); backfill stops at "
+                f"{snapshot.limit - snapshot.reserve}"
+            )
+            self._alert("near_limit", message, logging.WARNING)
+
+    def announced_near_limit(self, budget: RateBudget, endpoint: str) -> None:
+        """Bitbucket said `X-RateLimit-NearLimit: true`: alert once per window, as above."""
+        marker = f"{ALERTS_KEY}/announced-near-limit/{budget.fingerprint}/{budget.resource}"
+        try:
+            first = self.redis.set(marker, "1", nx=True, ex=budget.window_seconds)
+        except redis.RedisError:
+            return  # the budget itself reports Redis trouble on the next call
+        if first:
+            message = (
+                f"Bitbucket says the {budget.resource.value} limit is near "
+                f"(X-RateLimit-NearLimit on {endpoint})"
             )
             self._alert("near_limit", message, logging.WARNING)
 

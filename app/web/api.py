@@ -18,8 +18,25 @@ api = Blueprint("api", __name__, url_prefix="/api")
 api.before_request(require_api_token)
 
 
-class BudgetSchema(Schema):
+class ResourceBudgetSchema(Schema):
+    resource = fields.String()
+    limit = fields.Integer()
+    configured_limit = fields.Integer(allow_none=True)
+    announced_limit = fields.Integer(allow_none=True)
+    reserve = fields.Integer()
+    used = fields.Integer()
+    remaining = fields.Integer()
+    backfill_remaining = fields.Integer()
+    window_seconds = fields.Integer()
+    frees_at = fields.String(allow_none=True)
+    paused_until = fields.String(allow_none=True)
+
+
+class BudgetSchema(ResourceBudgetSchema):
+    """The API window at the top level (as before), and every resource's window."""
+
     credential = fields.String()
+    resources = fields.Dict(keys=fields.String(), values=fields.Nested(ResourceBudgetSchema))
     limit = fields.Integer()
     reserve = fields.Integer()
     used = fields.Integer()
@@ -89,9 +106,10 @@ def catalog_files() -> Any:
 def budget() -> Any:
     rt = runtime()
     try:
-        snapshot = rt.budget.snapshot().as_dict()
+        resources = {b.resource.value: b.snapshot().as_dict() for b in rt.budgets}
     except redis.RedisError as exc:
         return jsonify(error="redis_unavailable", message=type(exc).__name__), 503
+    snapshot = {**resources["repositories"], "resources": resources}
     snapshot["credential"] = rt.settings.credential.kind.value
     return jsonify(_budget_schema.dump(snapshot))
 

@@ -54,14 +54,17 @@ class SharedStateCollector(Collector):
         for (family, status), value in sorted(shared_call_totals(self.rt.redis).items()):
             calls.add_metric([family, status], value)
         yield calls
-        snapshot = self.rt.budget.snapshot()
-        for name, value, doc in (
-            ("limit", snapshot.limit, "Calls allowed per window"),
-            ("reserve", snapshot.reserve, "Calls held back for webhook-driven work"),
-            ("used", snapshot.used, "Calls spent in the current window"),
-            ("remaining", snapshot.remaining, "Calls left in the current window"),
+        snapshots = [budget.snapshot() for budget in self.rt.budgets]
+        for name, doc in (
+            ("limit", "Calls allowed per window (announced by Bitbucket when it does)"),
+            ("reserve", "Calls held back for webhook-driven work"),
+            ("used", "Calls spent in the current window"),
+            ("remaining", "Calls left in the current window"),
         ):
-            yield GaugeMetricFamily(f"bbsync_budget_{name}", doc, value=value)
+            gauge = GaugeMetricFamily(f"bbsync_budget_{name}", doc, labels=["resource"])
+            for snapshot in snapshots:
+                gauge.add_metric([snapshot.resource], getattr(snapshot, name))
+            yield gauge
         tasks = task_figures(self.rt.redis)
         for name, doc, what in (
             ("bbsync_task_runs", "Celery task runs by task", "runs"),
@@ -93,11 +96,12 @@ class SharedStateCollector(Collector):
             for queue in QUEUES:
                 depth.add_metric([queue], int(cast(int, broker.llen(queue))))
             yield depth
-        yield GaugeMetricFamily(
-            "bbsync_budget_paused",
-            "1 while a 429 pauses every process",
-            value=1 if snapshot.paused_until else 0,
+        paused = GaugeMetricFamily(
+            "bbsync_budget_paused", "1 while a 429 pauses every process", labels=["resource"]
         )
+        for snapshot in snapshots:
+            paused.add_metric([snapshot.resource], 1 if snapshot.paused_until else 0)
+        yield paused
 
     def _from_database(self) -> Iterator[Metric]:
         with self.rt.sessions() as session:

@@ -8,20 +8,32 @@ unusable catalog files, quota alerts and the token's age.
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
-from flask import Blueprint, render_template
+from flask import Blueprint, abort, render_template
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import MINUTE_KEY
 from app.bitbucket.quota import alert_counts
 from app.credentials_age import token_age_notice
-from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, WebhookDelivery, Workspace
+from app.health import repository_health
+from app.models import (
+    CatalogEntity,
+    CatalogFile,
+    Pipeline,
+    PullRequest,
+    Repository,
+    SyncRun,
+    WebhookDelivery,
+    Workspace,
+)
 from app.web import runtime
 
 status_page = Blueprint("status_page", __name__)
+REFRESH_SECONDS = 60  # the page reloads itself, gently
 
 FAMILY_COLOURS = {
     "repositories": "#4c78a8",
@@ -60,16 +72,26 @@ def budget_minutes(client: redis.Redis, now: float | None = None) -> list[dict[s
     return rows
 
 
-def _chart(
-    minutes: list[dict[str, Any]], limit: int, width: int = 720, height: int = 180
-) -> dict[str, Any]:
-    """Bars (stacked by family) and the limit spread over the hour, as SVG coordinates."""
-    per_minute_limit = limit / 60
-    top = max([m["total"] for m in minutes] + [per_minute_limit, 1]) * 1.1
+def _nice_top(value: float) -> int:
+    """The smallest of 1, 2, 5 times 10^n at or above `value` (a readable axis maximum)."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if step * factor >= value:
+                return step * factor
+        step *= 10
+
+
+def _chart(minutes: list[dict[str, Any]], width: int = 720, height: int = 180) -> dict[str, Any]:
+    """Calls per minute stacked by family, as SVG coordinates, with labelled axes.
+
+    No limit line here: Bitbucket's limit is a rolling hour, shown beside as the window gauges.
+    """
+    top = _nice_top(max([m["total"] for m in minutes] + [1]))
     bar = width / len(minutes)
     bars = []
     for index, m in enumerate(minutes):
-        y = height
+        y = float(height)
         for family, count in sorted(m["families"].items()):
             h = count / top * height
             y -= h
@@ -80,7 +102,7 @@ def _chart(
                     "w": max(bar - 1, 1),
                     "h": h,
                     "colour": FAMILY_COLOURS.get(family, "#999"),
-                    "title": f"{family}: {count}",
+                    "title": f"{_clock(m['minute'])} {family}: {count}",
                 }
             )
     marks = [
@@ -88,14 +110,40 @@ def _chart(
         for i, m in enumerate(minutes)
         if m["rate_limited"]
     ]
+    x_ticks = [
+        {"x": i * bar, "label": _clock(m["minute"])} for i, m in enumerate(minutes) if i % 10 == 0
+    ]
+    y_ticks = [{"y": height - v / top * height, "label": v} for v in (0, top // 2, top)]
+    used = sorted({f for m in minutes for f, n in m["families"].items() if n})
     return {
         "width": width,
         "height": height,
         "bars": bars,
         "marks": marks,
-        "limit_y": height - per_minute_limit / top * height,
-        "per_minute_limit": round(per_minute_limit, 1),
+        "x_ticks": x_ticks,
+        "y_ticks": y_ticks,
+        "families": [(f, FAMILY_COLOURS.get(f, "#999")) for f in used],
     }
+
+
+def _clock(minute: int) -> str:
+    return time.strftime("%H:%M", time.gmtime(minute * 60))
+
+
+def _windows(snapshots: list[Any], width: int = 720) -> list[dict[str, Any]]:
+    """One gauge per Bitbucket resource: calls in the rolling window against its limit."""
+    gauges = []
+    for snap in snapshots:
+        gauges.append(
+            {
+                "resource": snap.resource,
+                "snapshot": snap,
+                "used_w": min(1.0, snap.used / snap.limit) * width,
+                "reserve_x": (snap.limit - snap.reserve) / snap.limit * width,
+                "width": width,
+            }
+        )
+    return gauges
 
 
 @status_page.get("/")
@@ -107,13 +155,16 @@ def status() -> Any:
         "problems": [],
         "colours": FAMILY_COLOURS,
         "token": token_age_notice(settings),
+        "generated_at": datetime.now(UTC),
+        "refresh_seconds": REFRESH_SECONDS,
     }
     try:
         page["budget"] = rt.budget.snapshot()
+        page["windows"] = _windows([budget.snapshot() for budget in rt.budgets])
         minutes = budget_minutes(rt.redis)
         page["minutes_total"] = sum(m["total"] for m in minutes)
         page["rate_limited"] = sum(m["rate_limited"] for m in minutes)
-        page["chart"] = _chart(minutes, settings.rate_limit_per_hour)
+        page["chart"] = _chart(minutes)
         page["alerts"] = alert_counts(rt.redis)
     except redis.RedisError as exc:
         page["problems"].append(f"Redis unreachable ({type(exc).__name__})")
@@ -157,7 +208,12 @@ def _database_figures(session: Any) -> dict[str, Any]:
         select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.status == "failed")
     )
     broken = session.execute(
-        select(Repository.full_name, CatalogFile.path, CatalogFile.parse_error)
+        select(
+            Repository.full_name,
+            CatalogFile.path,
+            CatalogFile.parse_error,
+            Repository.default_branch,
+        )
         .join(Repository, CatalogFile.repository_id == Repository.id)
         .where(
             CatalogFile.parse_error.is_not(None),
@@ -174,3 +230,44 @@ def _database_figures(session: Any) -> dict[str, Any]:
         "failed_deliveries": failures,
         "broken_files": broken,
     }
+
+
+@status_page.get("/repositories/<workspace>/<slug>")
+def repository(workspace: str, slug: str) -> Any:
+    """One repository's health, open pull requests and recent pipelines, for people."""
+    rt = runtime()
+    with rt.sessions() as session:
+        repo = session.scalars(
+            select(Repository)
+            .join(Workspace, Repository.workspace_id == Workspace.id)
+            .where(
+                Workspace.slug == workspace,
+                Repository.slug == slug,
+                Repository.deleted_at.is_(None),
+            )
+        ).first()
+        if repo is None:
+            abort(404, description=f"repository {workspace}/{slug} is not known to bbsync")
+        health = repository_health(session, repo, rt.settings.health_pipeline_runs)
+        pulls = session.scalars(
+            select(PullRequest)
+            .where(PullRequest.repository_id == repo.id, PullRequest.state == "OPEN")
+            .order_by(PullRequest.updated_on.desc())
+            .limit(20)
+        ).all()
+        pipelines = session.scalars(
+            select(Pipeline)
+            .where(Pipeline.repository_id == repo.id)
+            .order_by(Pipeline.created_on.desc())
+            .limit(10)
+        ).all()
+        return render_template(
+            "repository.html",
+            repo=repo,
+            health=health,
+            pulls=pulls,
+            pipelines=pipelines,
+            web_url=rt.settings.bitbucket_web_url,
+            generated_at=datetime.now(UTC),
+            refresh_seconds=REFRESH_SECONDS,
+        )
