@@ -5,6 +5,7 @@ and never changes who a user is; one bad file never costs the run."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,14 @@ import pytest
 from sqlalchemy import select
 
 from app.bitbucket.errors import BitbucketUnavailable, RetryLater
-from app.models import CatalogEntity, CatalogFile, Repository
+from app.db import make_engine, make_session_factory, session_scope
+from app.models import CatalogEntity, CatalogFile, Repository, Workspace
 from app.runtime import Runtime
 from app.sync.catalog import CatalogSync
 from app.sync.workspace import WorkspaceSync, WorkspaceSyncResult
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import api_client, run_bbsync
+from tests.conftest import api_client, migrate, run_bbsync
 from tests.test_descriptor_safety import alias_bomb
 
 SimFactory = Callable[..., SimProcess]
@@ -256,3 +258,78 @@ def test_a_push_whose_file_is_not_served_is_retried_later(
             CatalogSync(rt.bitbucket(), session, session.commit, rt.settings).refresh_repository(
                 repo.id
             )
+
+
+def test_the_upgrade_removes_what_older_versions_took_from_descriptors(database_url: str) -> None:
+    migrate(database_url, "0005")
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    checked = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def entity(ref: str, repo: Repository, annotations: dict[str, str]) -> CatalogEntity:
+        kind, name = ref.split(":default/")
+        return CatalogEntity(
+            entity_ref=ref,
+            kind=kind.capitalize(),
+            name=name,
+            body={
+                "kind": kind.capitalize(),
+                "metadata": {"name": name, "annotations": annotations},
+            },
+            content_hash="x",
+            source="descriptor",
+            workspace="acme",
+            repository_id=repo.id,
+        )
+
+    with session_scope(sessions) as session:
+        ws = Workspace(uuid="{w}", slug="acme")
+        session.add(ws)
+        session.flush()
+        repos = [
+            Repository(
+                uuid=f"{{r{n}}}",
+                workspace_id=ws.id,
+                slug=f"r{n}",
+                full_name=f"acme/r{n}",
+                catalog_checked_on=checked,
+                catalog_checked_head="abc",
+            )
+            for n in range(4)
+        ]
+        session.add_all(repos)
+        session.flush()
+        own = {"bitbucket.org/workspace": "acme", "bitbucket.com/project-slug": "acme/r{}"}
+        session.add_all(
+            [
+                entity("user:default/mallory", repos[0], {"bitbucket.org/user-id": "{v}"}),
+                entity("component:default/a", repos[1], {"bitbucket.org/user-id": "{v}"}),
+                entity(
+                    "component:default/b",
+                    repos[2],
+                    {**own, "bitbucket.com/project-slug": "other/repo"},
+                ),
+                entity(
+                    "component:default/c",
+                    repos[3],
+                    {**own, "bitbucket.com/project-slug": "acme/r3", "backstage.io/x": "y"},
+                ),
+            ]
+        )
+    migrate(database_url)
+    with session_scope(sessions) as session:
+        gone = {
+            e.entity_ref
+            for e in session.scalars(
+                select(CatalogEntity).where(CatalogEntity.deleted_at.is_not(None))
+            )
+        }
+        unchecked = {
+            r.slug
+            for r in session.scalars(
+                select(Repository).where(Repository.catalog_checked_on.is_(None))
+            )
+        }
+    engine.dispose()
+    assert gone == {"user:default/mallory"}
+    assert unchecked == {"r0", "r1", "r2"}  # r3's entity carries only what bbsync derives
