@@ -25,6 +25,7 @@ from app.settings_values import (
     calendar_date,
     catalog_paths,
     choice,
+    descriptor_kinds,
     mapping_path,
     positive_number,
     rate,
@@ -153,6 +154,7 @@ class Settings:
     max_delete_share: float = 0.5
     descriptor_max_bytes: int = 256 * 1024
     descriptor_max_documents: int = 50
+    descriptor_kinds: tuple[str, ...] = ("Component", "API", "System", "Domain", "Resource")
     port: int = 5000
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -377,6 +379,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ),
         descriptor_max_documents=whole_number(
             "BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", get("BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", "50")
+        ),
+        descriptor_kinds=descriptor_kinds(
+            get("BBSYNC_DESCRIPTOR_KINDS", "Component,API,System,Domain,Resource")
         ),
         port=whole_number("PORT", get("PORT", "5000")),
         log_level=get("LOG_LEVEL", "INFO").upper(),

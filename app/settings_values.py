@@ -111,3 +111,26 @@ def mapping_path(value: str) -> str:
     except MappingError as exc:
         raise SettingsError(f"BBSYNC_GROUP_MAPPING: {exc}") from None
     return value
+
+
+def descriptor_kinds(value: str) -> tuple[str, ...]:
+    """The kinds a descriptor may declare: software kinds only, never User or Group."""
+    from app.catalog.descriptor_policy import PEOPLE_KINDS, SOFTWARE_KINDS
+
+    name = "BBSYNC_DESCRIPTOR_KINDS"
+    canonical = {kind.lower(): kind for kind in SOFTWARE_KINDS}
+    kinds: list[str] = []
+    for item in (k.strip() for k in value.split(",")):
+        if not item:
+            continue
+        if item.lower() in {k.lower() for k in PEOPLE_KINDS}:
+            raise SettingsError(
+                f"{name}: {item} is not allowed: people and groups come only from Bitbucket"
+            )
+        if item.lower() not in canonical:
+            raise SettingsError(f"{name}: {item!r} is not one of {', '.join(SOFTWARE_KINDS)}")
+        if canonical[item.lower()] not in kinds:
+            kinds.append(canonical[item.lower()])
+    if not kinds:
+        raise SettingsError(f"{name}: give at least one kind, e.g. Component")
+    return tuple(kinds)

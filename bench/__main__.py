@@ -8,6 +8,7 @@
 4. A full sync's calls, time and memory for 1,000 / 5,000 / 10,000 repositories, cold, warm
    and after 1 % changed, against the Backstage provider's hourly calls (`bench/sync_cost.py`;
    sizes from `BBSYNC_BENCH_SIZES`).
+5. Descriptor parsing under the bounds, legitimate and hostile (`bench/descriptors.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from app.bitbucket.budget import Priority, RateBudget
 from app.config import settings_from_env
 from app.runtime import Runtime
 from app.sync.repositories import REPOSITORY_LIST_FIELDS
-from bench import sync_cost
+from bench import descriptors, sync_cost
 from bench.budget_race import race
 from bitbucket_sim.testing import SimProcess
 
@@ -110,6 +111,7 @@ def main() -> None:
     listing_cost()
     budget_overhead()
     budget_across_processes()
+    descriptors.main()
     sizes = os.environ.get("BBSYNC_BENCH_SIZES", "1000,5000,10000")
     for size in (int(s) for s in sizes.split(",") if s.strip()):
         sync_cost.report(sync_cost.measure(size))

@@ -172,8 +172,8 @@ def test_only_changed_repositories_are_read_again(
     assert sim.stats()["calls_total"] <= 3 + 3 * 3
     entities = live_entities(rt)
     pushed = entities["component:default/renamed-by-push"]
-    # The descriptor's own annotation wins over what bbsync adds.
-    assert pushed.body["metadata"]["annotations"]["bitbucket.org/workspace"] == "mine"
+    # bbsync's own annotations are never a descriptor's to set: the derived value stands.
+    assert pushed.body["metadata"]["annotations"]["bitbucket.org/workspace"] == "acme"
     assert entities["component:default/new-one"].source == "descriptor"
     assert f"component:default/{untouched['slug']}" not in entities  # generated one retired
 

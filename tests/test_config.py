@@ -61,6 +61,10 @@ def test_workspaces_are_comma_separated() -> None:
         ({"BITBUCKET_EMAIL": "a@b.c"}, "BITBUCKET_API_TOKEN", "required"),
         ({"BITBUCKET_OAUTH_CLIENT_ID": "id"}, "BITBUCKET_OAUTH_CLIENT_SECRET", "required"),
         ({"PORT": "0"}, "PORT", "positive"),
+        ({"BBSYNC_DESCRIPTOR_KINDS": "Component,User"}, "BBSYNC_DESCRIPTOR_KINDS", "User"),
+        ({"BBSYNC_DESCRIPTOR_KINDS": "group"}, "BBSYNC_DESCRIPTOR_KINDS", "only from Bitbucket"),
+        ({"BBSYNC_DESCRIPTOR_KINDS": "Component,Widget"}, "BBSYNC_DESCRIPTOR_KINDS", "Widget"),
+        ({"BBSYNC_DESCRIPTOR_KINDS": ", ,"}, "BBSYNC_DESCRIPTOR_KINDS", "at least one"),
     ],
 )
 def test_invalid_configuration_names_the_variable(
@@ -133,3 +137,15 @@ def test_a_process_with_bad_config_stops_with_one_line(tmp_path: Path) -> None:
         "bbsync: configuration error: BITBUCKET_RATE_LIMIT_PER_HOUR: must be positive, got 0"
     ]
     assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_descriptor_kinds_default_to_software_and_accept_an_opt_in() -> None:
+    assert settings_from_env({}).descriptor_kinds == (
+        "Component",
+        "API",
+        "System",
+        "Domain",
+        "Resource",
+    )
+    chosen = settings_from_env({"BBSYNC_DESCRIPTOR_KINDS": "component, api,Location,template"})
+    assert chosen.descriptor_kinds == ("Component", "API", "Location", "Template")

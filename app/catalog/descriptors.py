@@ -1,8 +1,10 @@
-"""Reading `catalog-info.yaml` descriptors safely: YAML's safe loader under size and
-document limits, every document checked for the fields Backstage needs before it is kept.
+"""Reading `catalog-info.yaml` descriptors safely: YAML's safe types under size, document,
+node, nesting and alias bounds (`bounded_yaml`), every document checked for the fields
+Backstage needs before it is kept.
 
 A file either parses completely or not at all: one bad document makes the whole file an
 error, so a half-edited descriptor never removes the entities its good version defined.
+What a well-formed document may declare (kinds, annotations) is `descriptor_policy`'s call.
 """
 
 from __future__ import annotations
@@ -13,10 +15,9 @@ from typing import Any
 
 import yaml
 
-# Backstage's rules for kind, namespace and name (catalog-model's FieldFormatEntityPolicy).
-# libyaml's safe loader when PyYAML was built with it: the same safe subset, ~10x faster.
-SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from app.catalog.bounded_yaml import YAMLRefused, load_documents, plain_data
 
+# Backstage's rules for kind, namespace and name (catalog-model's FieldFormatEntityPolicy).
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]{0,61}[a-zA-Z0-9])?$")
 NAMESPACE_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 KIND_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9]{0,62}$")
@@ -55,12 +56,18 @@ def parse_descriptor(content: bytes, *, max_bytes: int, max_documents: int) -> l
         raise DescriptorError(f"not UTF-8 text (byte {exc.start})") from None
     descriptors: list[Descriptor] = []
     try:
-        for index, document in enumerate(yaml.load_all(text, Loader=SafeLoader), start=1):
+        for index, document in enumerate(load_documents(text), start=1):
             if index > max_documents:
                 raise DescriptorError(f"more than {max_documents} YAML documents")
             if document is None:
                 continue  # an empty document between `---` separators
-            descriptors.append(_descriptor(document, index))
+            descriptors.append(_descriptor(plain_data(document, f"document {index}"), index))
+    except DescriptorError:
+        raise
+    except YAMLRefused as exc:
+        raise DescriptorError(f"refused YAML: {exc}") from None
+    except ValueError as exc:  # a value YAML's types cannot hold, e.g. 2026-02-31
+        raise DescriptorError(f"unusable value: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -106,3 +113,11 @@ def entity_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
     name = re.sub(r"[-_.]{2,}", "-", name).strip("-_.")[:63].strip("-_.")
     return name or "unnamed"
+
+
+def storable_text(content: bytes, max_bytes: int) -> str | None:
+    """`content` as text a database column can keep (no NUL, within the size limit), or None:
+    such a file is re-read in full next time rather than rebuilt from a stored copy."""
+    if len(content) > max_bytes or b"\x00" in content:
+        return None
+    return content.decode("utf-8", errors="replace")

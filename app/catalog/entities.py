@@ -1,6 +1,7 @@
 """Backstage entities built from rows: descriptor entities with Bitbucket annotations added,
 generated `Component`s for repositories without a descriptor, and a `Group` per Bitbucket
-project to own them. A descriptor's own values always win over what bbsync would add."""
+project to own them. A descriptor's own values win over what bbsync would add, except the
+annotations bbsync owns (`descriptor_policy`): those are always bbsync's derived values."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from app.catalog.descriptor_policy import without_reserved_annotations
 from app.catalog.descriptors import Descriptor, entity_name, entity_ref
 from app.catalog.mapping import GroupMapping
 from app.config import Settings
@@ -19,6 +21,7 @@ API_VERSION = "backstage.io/v1alpha1"
 # Annotation names Backstage and its Bitbucket plugins read.
 REPO_URL = "bitbucket.org/repo-url"
 PROJECT_SLUG = "bitbucket.com/project-slug"
+ORG_PROJECT_SLUG = "bitbucket.org/project-slug"  # not set by bbsync; kept when it is true
 WORKSPACE = "bitbucket.org/workspace"
 PROJECT_KEY = "bitbucket.org/project-key"
 SOURCE_LOCATION = "backstage.io/source-location"
@@ -102,12 +105,21 @@ class EntityBuilder:
             values[EDIT_URL] = f"{self.src_url(repo, path)}?mode=edit"
         return values
 
+    def derived_annotations(self, repo: RepositoryView, path: str) -> dict[str, str]:
+        """What bbsync holds true for a descriptor's entities: its annotations, and the
+        `bitbucket.org/` spelling of the project slug that many descriptors carry."""
+        return {
+            **self.annotations(repo, path),
+            ORG_PROJECT_SLUG: f"{repo.workspace}/{repo.slug}",
+        }
+
     def from_descriptor(
         self, descriptor: Descriptor, repo: RepositoryView, path: str
     ) -> BuiltEntity:
         body = copy.deepcopy(descriptor.body)
         metadata = body.setdefault("metadata", {})
-        own = metadata.get("annotations") or {}
+        derived = self.derived_annotations(repo, path)
+        own = without_reserved_annotations(metadata.get("annotations") or {}, derived)
         metadata["annotations"] = {**self.annotations(repo, path), **own}
         return built(body)
 

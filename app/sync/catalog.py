@@ -21,8 +21,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path, file_path
-from app.bitbucket.errors import BitbucketError, BitbucketRequestError
-from app.catalog.descriptors import DescriptorError, parse_descriptor
+from app.bitbucket.errors import BitbucketError, BitbucketRequestError, BitbucketUnavailable
+from app.catalog.descriptor_policy import screen_descriptors
+from app.catalog.descriptors import DescriptorError, parse_descriptor, storable_text
 from app.catalog.entities import EntityBuilder, RepositoryView
 from app.config import Settings
 from app.models import (
@@ -46,6 +47,13 @@ BATCH = 50
 # Below this many repositories to look at, probing each costs less than a workspace search.
 SEARCH_THRESHOLD = 20
 MAX_REPORTED_CONFLICTS = 50
+# Files Bitbucket failed to serve (after the client's retries) one after another, with no
+# file served in between: then Bitbucket itself is down, not one file, and the run pauses.
+UNAVAILABLE_STREAK = 3
+
+
+class FileUnavailable(BitbucketError):
+    """One catalog file Bitbucket kept failing to serve: skipped and reported on the file."""
 
 
 @dataclass
@@ -98,7 +106,9 @@ class CatalogSync:
             "failures": 0,
             "conflicts": [],
             "discovery": "none",
+            "files_unavailable": 0,
         }
+        self._unavailable_streak = 0
 
     def refresh_repository(self, repository_id: int) -> dict[str, Any]:
         """Read one repository's catalog files now, whatever its checked marks say (a push,
@@ -111,6 +121,9 @@ class CatalogSync:
         assert ws is not None
         self.counts["candidates"] = 1
         self._refresh(ws, repo, None, repo.head_commit)
+        if self.counts["files_unavailable"]:
+            # A push names this repository: try it again later rather than give up.
+            raise BitbucketUnavailable(f"catalog files of {repo.full_name} not served")
         if self.counts["failures"]:
             raise BitbucketError(f"catalog files of {repo.full_name} could not be read")
         return dict(self.counts)
@@ -263,7 +276,7 @@ class CatalogSync:
                 has_descriptor |= self._read_file(
                     ws, repo, view, path, known.get(path), writer, outcome
                 )
-        except BitbucketRequestError as exc:
+        except (BitbucketRequestError, FileUnavailable) as exc:
             # This repository stays unchecked and is tried again next sync; no sweep this run.
             self.counts["failures"] += 1
             log.warning(
@@ -299,10 +312,18 @@ class CatalogSync:
     ) -> bool:
         """Fetch and apply one catalog file; True when the file exists."""
         usable = record is not None and record.deleted_at is None and record.content is not None
-        raw = self.client.get_file(
-            file_path(ws.slug, repo.slug, view.default_branch, path),
-            etag=record.etag if usable and record else None,
-        )
+        try:
+            raw = self.client.get_file(
+                file_path(ws.slug, repo.slug, view.default_branch, path),
+                etag=record.etag if usable and record else None,
+            )
+        except BitbucketUnavailable as exc:
+            self._unavailable_streak += 1
+            if self._unavailable_streak >= UNAVAILABLE_STREAK:
+                raise
+            self._report_unavailable(repo, path, record, exc)
+            raise FileUnavailable(str(exc), endpoint=exc.endpoint, status=exc.status) from None
+        self._unavailable_streak = 0
         if raw is None:
             self.counts["files_missing"] += 1
             if record is not None and record.deleted_at is None:
@@ -322,9 +343,9 @@ class CatalogSync:
             content = data.decode("utf-8", errors="replace")
             record.etag = raw.etag
             record.content_hash = hashlib.sha256(data).hexdigest()
-            record.content = content if len(data) <= self.settings.descriptor_max_bytes else None
+            record.content = storable_text(data, self.settings.descriptor_max_bytes)
             record.fetched_at = utcnow()
-            if len(data) > self.settings.descriptor_max_bytes:
+            if record.content is None:
                 record.etag = None  # never trust a 304 for content we did not keep
         record.commit = repo.head_commit
         record.deleted_at = None
@@ -340,10 +361,18 @@ class CatalogSync:
             record.parse_error = str(exc)
             self.counts["parse_errors"] += 1
             return True
-        record.parse_error = None
+        # Refused kinds and bbsync's own annotations are reported like a parse error; the
+        # file's other documents are still used.
+        screened = screen_descriptors(
+            descriptors,
+            self.settings.descriptor_kinds,
+            self.builder.derived_annotations(view, path),
+        )
+        record.parse_error = screened.report
+        self.counts["parse_errors"] += 1 if screened.problems else 0
         file_outcome = WriteOutcome()
         kept: set[str] = set()
-        for descriptor in descriptors:
+        for descriptor in screened.descriptors:
             entity = self.builder.from_descriptor(descriptor, view, path)
             if writer.write(
                 entity,
@@ -360,6 +389,18 @@ class CatalogSync:
         outcome.unchanged += file_outcome.unchanged
         outcome.conflicts.extend(file_outcome.conflicts)
         return True
+
+    def _report_unavailable(
+        self, repo: Repository, path: str, record: CatalogFile | None, exc: BitbucketUnavailable
+    ) -> None:
+        """Show the file as unreadable where parse errors show; its entities stay as they are."""
+        self.counts["files_unavailable"] += 1
+        if record is None:
+            record = CatalogFile(repository_id=repo.id, path=path)
+            self.session.add(record)
+        record.parse_error = f"not served by Bitbucket, kept as last read: {exc}"
+        record.deleted_at = None
+        self.session.flush()
 
     def _report(self, conflicts: list[str]) -> None:
         reported: list[str] = self.counts["conflicts"]
