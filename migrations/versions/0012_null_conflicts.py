@@ -1,7 +1,7 @@
 """Catalog files without conflicts hold SQL NULL, not JSON `null` (the errors filter relied on it).
 
 Revision ID: 0012
-Revises: 0005
+Revises: 0010
 Create Date: 2026-12-02
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0005"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
