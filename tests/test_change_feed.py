@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import update
 
 from app.catalog.changes import prune_changes, retire_entities
-from app.catalog.entities import LOCATION, ORIGIN_LOCATION, built
+from app.catalog.entities import LOCATION, ORIGIN_LOCATION, PROJECT_SLUG, built
 from app.catalog.feed import backstage_ref
 from app.models import CatalogChange, CatalogEntity, EntitySource, utcnow
 from app.runtime import Runtime
@@ -121,7 +120,7 @@ def test_a_sync_and_webhook_events_reach_a_provider_in_order(
     descriptor = next(
         b
         for b in mirror.entities.values()
-        if b["metadata"]["annotations"].get("bitbucket.com/project-slug") == f"acme/{single['slug']}"
+        if b["metadata"]["annotations"].get(PROJECT_SLUG) == f"acme/{single['slug']}"
     )
     assert descriptor["metadata"]["annotations"][LOCATION] == (
         f"url:https://bitbucket.org/acme/{single['slug']}/src/{single['mainbranch']}/"
@@ -264,8 +263,10 @@ def test_a_descriptor_cannot_move_its_location(rt: Runtime) -> None:
     view = RepositoryView("acme", "sly", "Sly", "", "", "main", None, None)
     entity = EntityBuilder(rt.settings).from_descriptor(descriptor, view, "catalog-info.yaml")
     annotations = entity.body["metadata"]["annotations"]
-    assert annotations[LOCATION] == annotations[ORIGIN_LOCATION] == (
-        "url:https://bitbucket.org/acme/sly/src/main/catalog-info.yaml"
+    assert (
+        annotations[LOCATION]
+        == annotations[ORIGIN_LOCATION]
+        == ("url:https://bitbucket.org/acme/sly/src/main/catalog-info.yaml")
     )
 
 
@@ -275,7 +276,9 @@ def test_entities_stored_before_locations_existed_are_served_with_them(rt: Runti
         "kind": "Component",
         "metadata": {
             "name": "legacy",
-            "annotations": {"backstage.io/view-url": "https://bitbucket.org/acme/l/src/main/c.yaml"},
+            "annotations": {
+                "backstage.io/view-url": "https://bitbucket.org/acme/l/src/main/c.yaml"
+            },
         },
         "spec": {},
     }
