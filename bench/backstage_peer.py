@@ -5,7 +5,7 @@ The Node harness in `bench/backstage_node/` runs the real
 project) and the catalog's URL reader over every location it found: one pass cold, one pass
 with the ETags of the first (what every later refresh costs). Beside it: bbsync's cold and warm
 full sync. Calls per hour at Backstage's defaults: the catalog re-processes each location every
-100–150 s (`processingInterval`), each time a conditional read of the file; discovery runs on
+100 to 150 s (`processingInterval`), each time a conditional read of the file; discovery runs on
 the provider's schedule (here every 30 minutes, the documented example). bbsync: one warm full
 sync an hour (beat's default), webhooks aside.
 
@@ -130,7 +130,7 @@ def report(row: dict[str, Any]) -> None:
     print(
         f"  bbsync: cold sync {row['cold']['sim_calls']} calls, warm sync "
         f"{row['warm']['sim_calls']} calls | per hour at Backstage's defaults: "
-        f"{slow:,}–{fast:,} calls vs bbsync {bbsync} (ratio {slow / max(1, bbsync):.0f}–"
+        f"{slow:,} to {fast:,} calls vs bbsync {bbsync} (ratio {slow / max(1, bbsync):.0f} to "
         f"{fast / max(1, bbsync):.0f}x)"
     )
 
