@@ -142,7 +142,10 @@ def test_a_sync_and_webhook_events_reach_a_provider_in_order(
         WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
     before_delete = mirror.cursor
     mirror.drain(limit=2)
-    assert "component:default/Edited-By-Push" in mirror.entities  # the name as written
+    # Refs as Backstage's stringifyEntityRef writes them: lowercased, the body as written.
+    assert mirror.entities["component:default/edited-by-push"]["metadata"]["name"] == (
+        "Edited-By-Push"
+    )
     assert ref_of(descriptor) not in mirror.entities
     summary, _ = process(
         rt, "repo:deleted", {"repository": repository(plain["slug"], plain["uuid"], sim.api_url)}
@@ -163,7 +166,7 @@ def test_pages_follow_the_order_of_changes(rt: Runtime) -> None:
     assert [len(p["added"]) for p in first] == [4, 4, 3]
     assert [p["more"] for p in first] == [True, True, False]
     assert set(mirror.entities) == {f"component:default/svc-{i}" for i in range(10)} | {
-        "component:default/MixedCase"
+        "component:default/mixedcase"
     }
 
     write(rt, "svc-1", description="changed")
@@ -174,10 +177,11 @@ def test_pages_follow_the_order_of_changes(rt: Runtime) -> None:
     pages = mirror.drain(limit=1)
     steps = [(p["added"][0]["metadata"]["name"] if p["added"] else p["removed"]) for p in pages]
     # svc-2 and MixedCase were retired together; svc-2 then came back, so the page holding
-    # that retirement shows MixedCase removed and svc-2 in its state now (live).
+    # that retirement shows MixedCase removed (lowercased, as Backstage writes refs) and svc-2
+    # in its state now (live).
     assert steps[0] == "svc-1"
     assert "svc-3" in steps and steps[-1] == ["component:default/svc-4"]
-    assert ["component:default/MixedCase"] in steps
+    assert ["component:default/mixedcase"] in steps
     assert pages[-1]["more"] is False
     assert mirror.entities["component:default/svc-1"]["metadata"]["description"] == "changed"
     assert mirror.entities == live(rt)

@@ -9,7 +9,7 @@ Two kinds of cursor, both opaque to the client:
   it was being read follows as deltas (some entities come twice; applying them is idempotent).
 - `<n>` serves the changes numbered above n, in number order, each entity in its state now
   (later changes of it come again later, so a reader always converges). An entity live now
-  is `added`; a retired one is `removed`, as Backstage's `stringifyEntityRef` writes it.
+  is `added`; a retired one is `removed`, its ref as Backstage's `stringifyEntityRef` writes it.
 
 A cursor below the retention's floor, or above any number this database gave out, is
 `CursorGone`: the reader starts again from 0 (a full mutation).
@@ -64,8 +64,9 @@ class FeedPage:
 
 
 def backstage_ref(kind: str, namespace: str, name: str) -> str:
-    """`stringifyEntityRef`: kind and namespace lowercased, the name as written."""
-    return f"{kind.lower()}:{(namespace or 'default').lower()}/{name}"
+    """As `stringifyEntityRef` of `@backstage/catalog-model` 1.x writes it: every part
+    lowercased (older releases kept the name's case; Backstage compares refs lowercased)."""
+    return f"{kind}:{namespace or 'default'}/{name}".lower()
 
 
 def read_changes(session: Session, text: str, limit: int) -> FeedPage:
