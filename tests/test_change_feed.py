@@ -304,3 +304,33 @@ def test_entities_stored_before_locations_existed_are_served_with_them(rt: Runti
         "url:https://bitbucket.org/acme/l/src/main/c.yaml"
     )
     assert live(rt)["component:default/legacy"] == body
+
+
+def test_the_migration_numbers_entities_stored_before_the_change_log(
+    runtime_for: RuntimeFactory, database_url: str
+) -> None:
+    from sqlalchemy import insert
+
+    from tests.conftest import migrate
+
+    migrate(database_url, "0005")
+    rt = runtime_for(DATABASE_URL=database_url)
+    row = {
+        "entity_ref": "component:default/before",
+        "kind": "Component",
+        "namespace": "default",
+        "name": "before",
+        "body": component("before").body,
+        "content_hash": "x",
+        "source": "generated",
+        "workspace": "acme",
+        "updated_at": utcnow(),
+    }
+    with rt.engine.begin() as connection:
+        connection.execute(insert(CatalogEntity.__table__), [row])  # type: ignore[arg-type]
+    migrate(database_url)
+    mirror = Mirror(feed_client(rt))
+    mirror.drain()
+    assert set(mirror.entities) == {"component:default/before"}
+    assert mirror.cursor != "0"  # past it: the next poll is a delta, not a new snapshot
+    assert mirror.page(10) == {"added": [], "removed": [], "cursor": mirror.cursor, "more": False}

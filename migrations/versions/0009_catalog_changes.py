@@ -39,6 +39,12 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_catalog_changes_entity_id"), ["entity_id"], unique=False
         )
+    # Entities stored before the change log get a number each, so a feed reader's cursor
+    # moves past them (a cursor of 0 would otherwise always mean "start again").
+    op.execute(
+        "INSERT INTO catalog_changes (entity_id, changed_at) "
+        "SELECT id, updated_at FROM catalog_entities ORDER BY id"
+    )
 
 
 def downgrade() -> None:
