@@ -12,7 +12,9 @@ sync an hour (beat's default), webhooks aside.
     python -m bench.backstage_peer [--repos 1000]
 
 The harness's npm packages are installed on first use (`npm ci`, from its lockfile), not by
-`make install`.
+`make install`. `package.json` pins `@backstage/plugin-bitbucket-cloud-common` to 0.3.12 with
+an npm override: the provider 0.5.15 asks for ^0.3.13, which the registry this project can
+reach does not carry; the provider's code is unchanged.
 """
 
 from __future__ import annotations
