@@ -64,8 +64,8 @@ class FeedPage:
 
 
 def backstage_ref(kind: str, namespace: str, name: str) -> str:
-    """As `stringifyEntityRef` of `@backstage/catalog-model` 1.x writes it: every part
-    lowercased (older releases kept the name's case; Backstage compares refs lowercased)."""
+    """As `stringifyEntityRef` of `@backstage/catalog-model` (1.10) writes it: every part
+    lowercased, which is how Backstage matches the refs a provider removes."""
     return f"{kind}:{namespace or 'default'}/{name}".lower()
 
 
