@@ -160,7 +160,9 @@ def test_bbsync_annotations_in_a_descriptor_are_dropped_reported_and_derived_ins
     built = builder.from_descriptor(descriptor, REPO, "catalog-info.yaml").body
     assert built["metadata"]["annotations"]["bitbucket.org/workspace"] == "acme"
     assert "bitbucket.org/user-id" not in built["metadata"]["annotations"]
-    assert "backstage.io/managed-by-location" not in built["metadata"]["annotations"]
+    assert built["metadata"]["annotations"]["backstage.io/managed-by-location"] == (
+        "url:https://bitbucket.org/acme/billing-svc/src/main/catalog-info.yaml"
+    )
     assert built["metadata"]["annotations"]["backstage.io/techdocs-ref"] == "dir:."
     assert built["metadata"]["annotations"]["backstage.io/source-location"].endswith("/x/")
     # The builder drops them too, whoever calls it.

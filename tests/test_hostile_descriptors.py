@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from app.bitbucket.errors import BitbucketUnavailable, RetryLater
 from app.db import make_engine, make_session_factory, session_scope
-from app.models import CatalogEntity, CatalogFile, Repository, Workspace
+from app.models import CatalogChange, CatalogEntity, CatalogFile, Repository, Workspace
 from app.runtime import Runtime
 from app.sync.catalog import CatalogSync
 from app.sync.workspace import WorkspaceSync, WorkspaceSyncResult
@@ -129,7 +129,10 @@ def test_a_descriptor_cannot_declare_people_or_set_bbsync_annotations(
     assert annotations["bitbucket.org/workspace"] == "acme"
     assert annotations["bitbucket.com/project-slug"] == f"acme/{slugs[0]}"
     assert "bitbucket.org/user-id" not in annotations
-    assert "backstage.io/managed-by-location" not in annotations
+    # Where the entity lives is bbsync's to say: the file in Bitbucket, not the descriptor's URL.
+    assert annotations["backstage.io/managed-by-location"] == (
+        f"url:https://bitbucket.org/acme/{slugs[0]}/src/main/catalog-info.yaml"
+    )
     assert annotations["backstage.io/techdocs-ref"] == "dir:."
     assert "component:default/good-0" not in entities  # the file's new content was used
 
@@ -330,6 +333,14 @@ def test_the_upgrade_removes_what_older_versions_took_from_descriptors(database_
                 select(Repository).where(Repository.catalog_checked_on.is_(None))
             )
         }
+        # The removal is in the change feed's log, after the numbers 0009 gave every entity.
+        last_change = session.scalars(
+            select(CatalogChange).order_by(CatalogChange.id.desc()).limit(1)
+        ).one()
+        mallory = session.scalars(
+            select(CatalogEntity).where(CatalogEntity.entity_ref == "user:default/mallory")
+        ).one()
+        assert last_change.entity_id == mallory.id
     engine.dispose()
     assert gone == {"user:default/mallory"}
     assert unchecked == {"r0", "r1", "r2"}  # r3's entity carries only what bbsync derives

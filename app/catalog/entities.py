@@ -28,6 +28,37 @@ SOURCE_LOCATION = "backstage.io/source-location"
 VIEW_URL = "backstage.io/view-url"
 EDIT_URL = "backstage.io/edit-url"
 MANAGED_BY = "bbsync.io/managed-by"
+# Where Backstage says an entity comes from ("View source", the inspect dialog); its catalog
+# refuses to process an entity without them.
+LOCATION = "backstage.io/managed-by-location"
+ORIGIN_LOCATION = "backstage.io/managed-by-origin-location"
+
+
+def locations(target: str) -> dict[str, str]:
+    """Both location annotations for a location reference such as `url:https://…`."""
+    return {LOCATION: target, ORIGIN_LOCATION: target}
+
+
+def workspace_location(workspace: str) -> str:
+    """The location of what Bitbucket itself defines (people, groups): stable per workspace."""
+    return f"bbsync:{workspace}"
+
+
+def served_body(body: dict[str, Any], source: str, workspace: str | None) -> dict[str, Any]:
+    """The entity as served to Backstage. Entities stored before bbsync set the location
+    annotations get them here, from what they carry (built ones have them already)."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    if LOCATION in annotations and ORIGIN_LOCATION in annotations:
+        return body
+    if source == "descriptor" and annotations.get(VIEW_URL):
+        target = f"url:{annotations[VIEW_URL]}"
+    elif source == "generated" and annotations.get(REPO_URL):
+        target = f"url:{annotations[REPO_URL]}"
+    else:
+        target = workspace_location(workspace or "bitbucket")
+    copy_ = copy.deepcopy(body)
+    copy_.setdefault("metadata", {})["annotations"] = {**annotations, **locations(target)}
+    return copy_
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,7 @@ class EntityBuilder:
         return {
             **self.annotations(repo, path),
             ORG_PROJECT_SLUG: f"{repo.workspace}/{repo.slug}",
+            **locations(f"url:{self.src_url(repo, path)}"),
         }
 
     def from_descriptor(
@@ -120,7 +152,9 @@ class EntityBuilder:
         metadata = body.setdefault("metadata", {})
         derived = self.derived_annotations(repo, path)
         own = without_reserved_annotations(metadata.get("annotations") or {}, derived)
-        metadata["annotations"] = {**self.annotations(repo, path), **own}
+        # A descriptor cannot point Backstage elsewhere: where it lives is bbsync's to say.
+        where = locations(f"url:{self.src_url(repo, path)}")
+        metadata["annotations"] = {**self.annotations(repo, path), **own, **where}
         return built(body)
 
     def group_name(self, workspace: str, project_key: str) -> str:
@@ -138,7 +172,10 @@ class EntityBuilder:
         metadata: dict[str, Any] = {
             "name": entity_name(repo.slug),
             "title": repo.name or repo.slug,
-            "annotations": self.annotations(repo),
+            "annotations": {
+                **self.annotations(repo),
+                **locations(f"url:{self.repo_url(repo)}"),
+            },
             "links": [{"url": self.repo_url(repo), "title": "Repository"}],
         }
         if repo.description:
@@ -178,6 +215,7 @@ class EntityBuilder:
                     WORKSPACE: workspace,
                     PROJECT_KEY: key,
                     MANAGED_BY: "bbsync",
+                    **locations(workspace_location(workspace)),
                 },
                 "links": [
                     {"url": f"{self.web}/{workspace}/workspace/projects/{key}", "title": "Project"}
@@ -195,7 +233,11 @@ class EntityBuilder:
             "metadata": {
                 "name": entity_name(workspace),
                 "title": workspace,
-                "annotations": {WORKSPACE: workspace, MANAGED_BY: "bbsync"},
+                "annotations": {
+                    WORKSPACE: workspace,
+                    MANAGED_BY: "bbsync",
+                    **locations(workspace_location(workspace)),
+                },
             },
             "spec": {"type": "workspace", "children": []},
         }

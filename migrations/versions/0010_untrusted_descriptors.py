@@ -6,7 +6,7 @@ entities carry annotations bbsync owns are marked unchecked, so the next sync re
 files again (one call each; a 304 rebuilds from the stored copy) under the new rules.
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-02
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0005"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -96,6 +96,12 @@ def upgrade() -> None:
             entities.update()
             .where(entities.c.id.in_(people[start : start + 500]))
             .values(deleted_at=now, updated_at=now)
+        )
+    if people:
+        # The change feed (0009) tells Backstage's provider these are gone.
+        bind.execute(
+            sa.text("INSERT INTO catalog_changes (entity_id, changed_at) VALUES (:id, :at)"),
+            [{"id": entity_id, "at": now} for entity_id in people],
         )
     ids = sorted(recheck)
     for start in range(0, len(ids), 500):
