@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
@@ -65,11 +66,11 @@ def admit() -> Response | None:
         return response
     sim.stats.count(family)
     g.admitted_call = AdmittedCall(caller, resource, admission, family)
-    fault = sim.faults.take(request.path)
+    fault = sim.faults.take(request.path, request.method)
+    g.fault = fault
     if fault is not None and fault.status is not None:
         # An outage answer still cost the caller a call, as it does at Bitbucket.
         return error_response(SimError(fault.status, "Something went wrong (injected fault)"))
-    g.fault = fault
     return None
 
 
@@ -88,6 +89,9 @@ def settle(response: Response) -> Response:
         if isinstance(body, dict):
             response.set_data(json.dumps(move_next_link(body, fault.next_origin)))
     _rate_headers(response, call.caller, call.resource, call.admission)
+    if fault is not None and fault.delay_seconds:
+        # A slow Bitbucket: the work is done, only the answer is late.
+        time.sleep(fault.delay_seconds)
     return response
 
 
