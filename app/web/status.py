@@ -2,7 +2,8 @@
 
 Workspaces and their last syncs, entities by kind, the budget over the last hour (calls per
 minute by endpoint family against the limit, 429s marked), recent deliveries and failures,
-unusable catalog files, quota alerts and the token's age.
+unusable catalog files, quota alerts and the token's age. Open unless
+`BBSYNC_STATUS_BASIC_AUTH` asks for a login.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from app.bitbucket.quota import alert_counts
 from app.credentials_age import token_age_notice
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, WebhookDelivery, Workspace
 from app.web import runtime
+from app.web.auth import require_status_login
 
 status_page = Blueprint("status_page", __name__)
+status_page.before_request(require_status_login)
 
 FAMILY_COLOURS = {
     "repositories": "#4c78a8",
