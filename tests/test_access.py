@@ -259,8 +259,9 @@ def test_requests_without_a_valid_user_token_are_counted_never_stored(access: Ac
         access.post(user_token(access.key, access.writer_ref, iss="http://elsewhere/api/auth")),
         access.post(user_token(access.key, access.writer_ref, aud="bbsync")),
         access.post("x" * 20_000),
+        access.post("\xe9\xff." * 10),
     ]
-    assert [a.status_code for a in answers] == [401] * 7
+    assert [a.status_code for a in answers] == [401] * 8
     assert all(a.headers["WWW-Authenticate"].startswith("Bearer") for a in answers)
     unconfigured = access.post(user_token(access.key, access.writer_ref), access._make(access.sim))
     assert unconfigured.status_code == 503
@@ -284,7 +285,7 @@ def test_requests_without_a_valid_user_token_are_counted_never_stored(access: Ac
 
     metrics = create_app(runtime=access.rt).test_client().get("/metrics").get_data(as_text=True)
     assert _counter(metrics, "pipeline_trigger", "missing_token") == 1
-    assert _counter(metrics, "pipeline_trigger", "invalid_token") == 6
+    assert _counter(metrics, "pipeline_trigger", "invalid_token") == 7
     assert _counter(metrics, "pipeline_trigger", "not_configured") == 1
 
 

@@ -8,6 +8,8 @@ open, as the zero-config demo needs. Every comparison takes the same time whatev
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -42,6 +44,19 @@ def matches(given: str, accepted: Iterable[str]) -> bool:
 def bearer_token() -> str:
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def basic_login() -> str:
+    """`user:password` from a Basic `Authorization` header, or "" for anything malformed
+    (werkzeug's own parser raises on non-ASCII, which would be a 500)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return ""
+    try:
+        raw = base64.b64decode(value.strip().encode("ascii"), validate=True)
+    except (ValueError, binascii.Error):
+        return ""
+    return raw.decode("utf-8", "replace") if b":" in raw else ""
 
 
 def unauthorized(endpoint: str, message: str, challenge: str = BEARER_CHALLENGE) -> Response:
@@ -92,12 +107,7 @@ def require_status_login() -> Response | None:
     ]
     if not logins:
         return None
-    given = request.authorization
-    sent = (
-        f"{given.username}:{given.password}"
-        if given is not None and given.type == "basic" and given.username is not None
-        else ""
-    )
+    sent = basic_login()
     if sent and matches(sent, logins):
         return None
     return unauthorized(
