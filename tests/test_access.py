@@ -20,10 +20,12 @@ from app.catalog.entities import built
 from app.catalog.people import user_name
 from app.models import (
     AccessAudit,
+    BitbucketGroup,
     CatalogEntity,
     EntitySource,
     Repository,
     RepositoryPermission,
+    Workspace,
     WorkspaceMember,
 )
 from app.runtime import Runtime
@@ -82,12 +84,12 @@ class Access:
         }
         return self._make(self.sim, **env)
 
-    def post(self, bearer: str | None, rt: Runtime | None = None, **body: Any) -> Any:
+    def post(self, bearer: str | None, rt: Runtime | None = None, slug: str = "") -> Any:
         client: FlaskClient = create_app(runtime=rt or self.rt).test_client()
         headers = {"Authorization": f"Bearer {bearer}"} if bearer is not None else {}
         return client.post(
-            f"/api/repositories/acme/{self.slug}/pipelines",
-            json=body or {"branch": self.branch},
+            f"/api/repositories/acme/{slug or self.slug}/pipelines",
+            json={"branch": self.branch},
             headers=headers,
         )
 
@@ -295,3 +297,52 @@ def test_backstage_user_tokens_pass_with_the_default_audience(access: Access) ->
     assert allowed.status_code == 201, allowed.json
     no_issuer = user_token(access.key, access.writer_ref, iss=None)
     assert access.post(no_issuer).status_code == 401
+
+
+def test_with_the_database_down_nothing_is_started(access: Access) -> None:
+    rt = access.runtime(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+    before = access.pipeline_posts()
+    answer = access.as_user(access.writer_ref, rt)
+    assert answer.status_code == 503
+    assert answer.json["error"] == "database_unavailable"
+    assert access.pipeline_posts() == before
+
+
+def test_a_group_of_another_workspace_with_the_same_slug_grants_nothing(access: Access) -> None:
+    with access.rt.sessions() as session:
+        acme = session.scalars(select(Workspace).where(Workspace.slug == "acme")).one()
+        repo = session.scalars(select(Repository).where(Repository.slug == access.slug)).one()
+        granted = {p.principal for p in session.scalars(select(RepositoryPermission))}
+        in_groups = {a for g in session.scalars(select(BitbucketGroup)) for a in g.members or []}
+        insider, outsider = [
+            m
+            for m in session.scalars(select(WorkspaceMember).order_by(WorkspaceMember.id))
+            if m.account_id not in granted | in_groups
+        ][:2]
+        elsewhere = Workspace(uuid="{00000000-0000-0000-0000-00000000beef}", slug="elsewhere")
+        session.add(elsewhere)
+        session.flush()
+        # `deployers` may write to the repository; in acme the insider is one of them, and a
+        # group of the same slug in another workspace holds the outsider.
+        session.add_all(
+            [
+                RepositoryPermission(
+                    repository_id=repo.id,
+                    principal_type="group",
+                    principal="deployers",
+                    permission="write",
+                ),
+                BitbucketGroup(
+                    workspace_id=acme.id, slug="deployers", members=[insider.account_id]
+                ),
+                BitbucketGroup(
+                    workspace_id=elsewhere.id, slug="deployers", members=[outsider.account_id]
+                ),
+            ]
+        )
+        session.commit()
+        refs = [f"user:default/{user_name(m.nickname, m.account_id)}" for m in (insider, outsider)]
+    assert access.as_user(refs[0]).status_code == 201
+    refused = access.as_user(refs[1])
+    assert refused.status_code == 403, refused.json
+    assert "no write access" in refused.json["message"]

@@ -25,6 +25,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.bitbucket.budget import Priority
@@ -214,6 +215,29 @@ def _start_pipeline(workspace: str, slug: str, payload: dict[str, Any]) -> dict[
         raise Refused(502, "bitbucket_error", str(exc)) from None
 
 
+def _record_outcome(
+    session: Session, workspace: str, action: str, subject: str, **detail: Any
+) -> None:
+    """The outcome row after Bitbucket answered. The user gets the real outcome even when the
+    database fails now; the committed `attempted` row and this error tell the operator."""
+    audit(session, workspace, action, subject, **detail)
+    try:
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.error(
+            "pipeline trigger outcome not audited",
+            extra={"action": action, "attempt": detail.get("attempt"), "error": type(exc).__name__},
+        )
+
+
+@access_api.errorhandler(SQLAlchemyError)
+def _database_unavailable(exc: SQLAlchemyError) -> Any:
+    # Before any call to Bitbucket: nothing was started.
+    log.error("access api database error", extra={"error": type(exc).__name__})
+    return jsonify(error="database_unavailable", message="the database did not answer"), 503
+
+
 def _cut(text: str) -> str:
     return text if len(text) <= AUDIT_TEXT_MAX else text[:AUDIT_TEXT_MAX] + "…"
 
@@ -257,7 +281,11 @@ def trigger_pipeline(workspace: str, slug: str) -> Any:
         try:
             created = _start_pipeline(workspace, slug, _pipeline_request(body))
         except Refused as failed:
-            audit(
+            log.warning(
+                "pipeline trigger failed",
+                extra={"repository": f"{workspace}/{slug}", "status": failed.status},
+            )
+            _record_outcome(
                 session,
                 workspace,
                 "pipeline_trigger_failed",
@@ -266,16 +294,11 @@ def trigger_pipeline(workspace: str, slug: str) -> Any:
                 reason=_cut(str(failed)),
                 **detail,
             )
-            session.commit()
-            log.warning(
-                "pipeline trigger failed",
-                extra={"repository": repo.full_name, "status": failed.status},
-            )
             return failed.answer()
         with contextlib.suppress(ValidationError):
             # Shown in the API at once; reconciliation and later reads keep it current.
             store_pipeline(session, repo, PipelineSchema().load(created))
-        audit(
+        _record_outcome(
             session,
             workspace,
             "pipeline_trigger_allowed",
@@ -283,7 +306,6 @@ def trigger_pipeline(workspace: str, slug: str) -> Any:
             pipeline=created.get("uuid"),
             **detail,
         )
-        session.commit()
     return jsonify(
         uuid=created.get("uuid"),
         build_number=created.get("build_number"),
