@@ -33,7 +33,6 @@ from app.sync.people import PeopleSync
 from app.sync.workspace import WorkspaceSync
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
 from tests.identity_support import ISSUER, jwks_server, new_key, user_token
 
 SimFactory = Callable[..., SimProcess]
@@ -123,12 +122,16 @@ class Access:
 
 @pytest.fixture
 def access(
-    sim_factory: SimFactory, runtime_for: RuntimeFactory, sqlite_url: str
+    sim_factory: SimFactory, runtime_for: RuntimeFactory, migrated_url: str
 ) -> Iterator[Access]:
-    migrate(sqlite_url)
+    """On SQLite and on PostgreSQL."""
     sim = sim_factory(repos=10, seed=12, access_token="sim-token")
+
+    def make(sim: SimProcess | None = None, **env: str) -> Runtime:
+        return runtime_for(sim, **{"DATABASE_URL": migrated_url, **env})
+
     with jwks_server() as (url, key):
-        yield Access(sim, url, key, runtime_for)
+        yield Access(sim, url, key, make)
 
 
 def _descriptor_user(name: str, account_id: str) -> str:
