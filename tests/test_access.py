@@ -6,9 +6,15 @@ is counted, never stored."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +39,7 @@ from app.sync.people import PeopleSync
 from app.sync.workspace import WorkspaceSync
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
+from tests.conftest import ROOT
 from tests.identity_support import ISSUER, jwks_server, new_key, user_token
 
 SimFactory = Callable[..., SimProcess]
@@ -349,3 +356,73 @@ def test_a_group_of_another_workspace_with_the_same_slug_grants_nothing(access: 
     refused = access.as_user(refs[1])
     assert refused.status_code == 403, refused.json
     assert "no write access" in refused.json["message"]
+
+
+WSGI_APP = "app.web.wsgi:app"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_under_gunicorn_a_slow_bitbucket_is_answered_before_the_worker_timeout(
+    access: Access, tmp_path: Path
+) -> None:
+    """Gunicorn kills a worker after `--timeout`; the trigger answers first, and the attempt
+    is in the audit table however the call ends."""
+    port = _free_port()
+    settings = access.rt.settings
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "BITBUCKET_API_URL": access.sim.api_url,
+        "BITBUCKET_WORKSPACES": "acme",
+        "BITBUCKET_ACCESS_TOKEN": "sim-token",
+        "BITBUCKET_WEBHOOK_SECRET": "test-secret",
+        "BITBUCKET_RATE_LIMIT_PER_HOUR": "100000",
+        "BBSYNC_BACKSTAGE_JWKS_URL": access.jwks_url,
+        "BBSYNC_BACKSTAGE_ISSUER": ISSUER,
+        "BBSYNC_ACTION_TIMEOUT_SECONDS": "2",
+        "LOG_FORMAT": "json",
+    }
+    log = (tmp_path / "web.log").open("w")
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    web = subprocess.Popen(
+        [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "6", WSGI_APP],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline, ready = time.monotonic() + 90, False
+        while not ready and time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):  # still booting
+                ready = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok
+            time.sleep(0.2)
+        assert ready, (tmp_path / "web.log").read_text()[-3000:]
+        access.sim.admin(
+            "POST",
+            "faults",
+            json={"delay_seconds": 15, "path_contains": "/pipelines", "method": "POST"},
+        )
+        before = access.pipeline_posts()
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/api/repositories/acme/{access.slug}/pipelines",
+            json={"branch": access.branch},
+            headers={"Authorization": f"Bearer {user_token(access.key, access.writer_ref)}"},
+            timeout=60,
+        )
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        log.close()
+    assert answer.status_code == 504, (tmp_path / "web.log").read_text()[-3000:]
+    assert "the pipeline may have started; check Bitbucket" in answer.json()["message"]
+    assert access.pipeline_posts() == before + 1
+    assert [a.action for a in access.audits()] == [
+        "pipeline_trigger_attempted",
+        "pipeline_trigger_failed",
+    ]
