@@ -202,6 +202,31 @@ def test_a_user_declared_in_a_descriptor_cannot_trigger_as_the_account_it_names(
     assert statuses[:2] == [("user:default/mallory", 403), ("user:default/mallory-stored", 403)]
 
 
+def test_a_member_name_taken_by_a_descriptor_is_refused(access: Access) -> None:
+    """Had a descriptor defined `user:default/<writer>` first, carrying an outsider's account,
+    Backstage would sign the outsider in as the writer: that name proves no one."""
+    with access.rt.sessions() as session:
+        outsider = session.scalars(
+            select(WorkspaceMember).where(WorkspaceMember.account_id != access.writer_account)
+        ).first()
+        row = session.scalars(
+            select(CatalogEntity).where(CatalogEntity.entity_ref == access.writer_ref)
+        ).one()
+        assert outsider is not None and row.source == EntitySource.PEOPLE.value
+        body = dict(row.body)
+        body["metadata"] = {
+            **body["metadata"],
+            "annotations": {"bitbucket.org/user-id": outsider.account_id},
+        }
+        row.body, row.source = body, EntitySource.DESCRIPTOR.value
+        session.commit()
+    before = access.pipeline_posts()
+    refused = access.as_user(access.writer_ref)
+    assert refused.status_code == 403, refused.json
+    assert "not bbsync's entity for that member" in refused.json["message"]
+    assert access.pipeline_posts() == before
+
+
 def test_a_pipeline_post_answered_5xx_is_sent_once_and_audited(access: Access) -> None:
     access.sim.admin(
         "POST",

@@ -4,8 +4,13 @@ The caller proves the user with the user's own Backstage token (a JWT, verified 
 configured JWKS, issuer and audience). Which Bitbucket account that user is comes only from
 what bbsync derives from Bitbucket's member list: the `User` entity name PeopleSync gives a
 workspace member (`user:default/<nickname>`) is matched against the live `workspace_members`
-rows, never against catalog entities, so a `kind: User` in some repository's
+rows, never looked up in catalog entities, so a `kind: User` in some repository's
 `catalog-info.yaml` carrying another account's `bitbucket.org/user-id` proves nothing.
+
+Backstage signs users in by that annotation on the entities it reads from bbsync, so the
+entity served under the token's name must also be PeopleSync's own, for the same account: a
+descriptor that took the name first (and so could have Backstage sign someone else in as
+that member) makes the trigger refuse rather than trust either side.
 """
 
 from __future__ import annotations
@@ -18,9 +23,16 @@ from flask import Response, jsonify
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.catalog.people import user_name
+from app.catalog.people import USER_ID, user_name
 from app.config import Settings
-from app.models import BitbucketGroup, Repository, RepositoryPermission, WorkspaceMember
+from app.models import (
+    BitbucketGroup,
+    CatalogEntity,
+    EntitySource,
+    Repository,
+    RepositoryPermission,
+    WorkspaceMember,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +126,25 @@ def member_account(session: Session, workspace_id: int, user_ref: str) -> str:
     if len(accounts) != 1:
         why = "is no current member" if not accounts else "names several members"
         raise Refused(403, "forbidden", f"{ref} {why} of the repository's workspace")
-    return accounts.pop()
+    account = accounts.pop()
+    served = session.scalars(
+        select(CatalogEntity).where(
+            CatalogEntity.entity_ref == ref, CatalogEntity.deleted_at.is_(None)
+        )
+    ).first()
+    served_account = (
+        ((served.body.get("metadata") or {}).get("annotations") or {}).get(USER_ID)
+        if served is not None and served.source == EntitySource.PEOPLE.value
+        else None
+    )
+    if served_account != account:
+        raise Refused(
+            403,
+            "forbidden",
+            f"{ref} in the catalog is not bbsync's entity for that member (a descriptor "
+            "defines it, or the member sync has not run yet)",
+        )
+    return account
 
 
 def groups_of(session: Session, workspace_id: int, account_id: str) -> set[str]:
