@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from app.runtime import Runtime
 from app.web import create_app
 from tests.conftest import API_TOKEN, migrate
+from tests.identity_support import ISSUER, jwks_server
 
 RuntimeFactory = Callable[..., Runtime]
 LOCKS = {
@@ -120,3 +123,48 @@ def test_without_locks_the_endpoints_stay_open(
     for path in [*catalog_paths(app), "/metrics", "/"]:
         assert client.get(path).status_code == 200, path
     assert client.get("/api/budget").status_code == 401  # the API keeps its own token
+
+
+# What a header can carry on the wire (latin-1), non-ASCII included, short and long.
+header_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=255), max_size=300
+) | st.text(alphabet="ab.=-_\xe9", min_size=4000, max_size=9000)
+authorization = st.one_of(
+    header_text,
+    st.tuples(
+        st.sampled_from(["Bearer ", "bearer ", "Basic ", "BASIC ", "Basic"]), header_text
+    ).map("".join),
+    st.binary(max_size=200).map(lambda raw: "Basic " + base64.b64encode(raw).decode()),
+)
+PROTECTED = [
+    ("GET", "/catalog/entities.yaml"),
+    ("GET", "/catalog/entities"),
+    ("GET", "/metrics"),
+    ("GET", "/"),
+    ("GET", "/api/budget"),
+    ("POST", "/api/repositories/acme/any/pipelines"),
+]
+
+
+@pytest.fixture
+def locked_with_identity(runtime_for: RuntimeFactory, sqlite_url: str) -> Iterator[Flask]:
+    migrate(sqlite_url)
+    with jwks_server() as (url, _):
+        rt = runtime_for(BBSYNC_BACKSTAGE_JWKS_URL=url, BBSYNC_BACKSTAGE_ISSUER=ISSUER, **LOCKS)
+        yield create_app(runtime=rt)
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(header=authorization, target=st.sampled_from(PROTECTED))
+def test_any_authorization_header_gets_a_401_never_a_5xx(
+    locked_with_identity: Flask, header: str, target: tuple[str, str]
+) -> None:
+    method, path = target
+    client: FlaskClient = locked_with_identity.test_client()
+    response = client.open(path, method=method, headers={"Authorization": header}, json={})
+    assert response.status_code == 401, (header[:80], path, response.get_data()[:200])
+    assert response.is_json and "WWW-Authenticate" in response.headers
