@@ -40,9 +40,10 @@ def endpoint_access(get: Callable[..., str]) -> EndpointAccess:
     timeout = positive_number(
         "BBSYNC_ACTION_TIMEOUT_SECONDS", get("BBSYNC_ACTION_TIMEOUT_SECONDS", "10")
     )
-    if timeout > 20:
+    # Connecting and reading each get this long: twice it stays inside gunicorn's 30 s.
+    if timeout > 12:
         raise SettingsError(
-            f"BBSYNC_ACTION_TIMEOUT_SECONDS: must be at most 20 (the web process answers "
+            f"BBSYNC_ACTION_TIMEOUT_SECONDS: must be at most 12 (the web process answers "
             f"within 30 s), got {timeout:g}"
         )
     return {

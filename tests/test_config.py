@@ -184,7 +184,7 @@ def test_endpoint_locks_are_read_and_never_shown() -> None:
             "secret-1",
         ),
         ({"BBSYNC_STATUS_BASIC_AUTH": ":secret-2"}, "BBSYNC_STATUS_BASIC_AUTH", "secret-2"),
-        ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "25"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
+        ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "13"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
         ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "0"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
         ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "soon"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
     ],
