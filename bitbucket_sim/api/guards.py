@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
 from flask import Flask, Response, g, request
@@ -16,6 +15,7 @@ from bitbucket_sim.faults import Fault, move_next_link
 from bitbucket_sim.ratelimit import RAW, REPOSITORIES, Admission
 from bitbucket_sim.stats import family_of
 
+DELAY_KEY = "bitbucket_sim.answer_delay"
 RATE_LIMITED_BODY = "Rate limit for this resource has been exceeded"
 NEAR_LIMIT_SHARE = 0.2
 
@@ -90,8 +90,8 @@ def settle(response: Response) -> Response:
             response.set_data(json.dumps(move_next_link(body, fault.next_origin)))
     _rate_headers(response, call.caller, call.resource, call.admission)
     if fault is not None and fault.delay_seconds:
-        # A slow Bitbucket: the work is done, only the answer is late.
-        time.sleep(fault.delay_seconds)
+        # A slow Bitbucket: the work is done, only the answer is late (waited out of the lock).
+        request.environ[DELAY_KEY] = fault.delay_seconds
     return response
 
 
