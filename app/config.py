@@ -19,7 +19,9 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from app.settings_access import endpoint_access
 from app.settings_values import (
+    Secret,
     SettingsError,
     boolean,
     calendar_date,
@@ -46,29 +48,6 @@ DATABASE_SCHEMES = (
 )
 DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"
-
-
-class Secret:
-    """A string that never shows itself in repr/str (logs, tracebacks, error messages)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 class CredentialKind(StrEnum):
@@ -133,7 +112,11 @@ class Settings:
     group_mapping_path: str = ""
     backstage_jwks_url: str = ""
     backstage_issuer: str = ""
-    backstage_audience: str = ""
+    backstage_audience: str = "backstage"  # what Backstage puts in its user tokens
+    action_timeout_seconds: float = 10.0  # a Bitbucket call made inside a web request
+    catalog_tokens: tuple[Secret, ...] = ()  # empty: /catalog/* is open
+    metrics_tokens: tuple[Secret, ...] = ()  # empty: /metrics is open
+    status_basic_auth: tuple[tuple[str, Secret], ...] = ()  # empty: the status page is open
     rate_limit_per_hour: int = 1000
     rate_window_seconds: int = 3600
     rate_reserve_percent: int = 20
@@ -312,13 +295,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_MEMBERS_INTERVAL", get("BBSYNC_MEMBERS_INTERVAL", "3600")
         ),
         group_mapping_path=mapping_path(get("BBSYNC_GROUP_MAPPING")),
-        backstage_jwks_url=(
-            url("BBSYNC_BACKSTAGE_JWKS_URL", get("BBSYNC_BACKSTAGE_JWKS_URL"), ("https", "http"))
-            if get("BBSYNC_BACKSTAGE_JWKS_URL")
-            else ""
-        ),
-        backstage_issuer=get("BBSYNC_BACKSTAGE_ISSUER"),
-        backstage_audience=get("BBSYNC_BACKSTAGE_AUDIENCE", "bbsync"),
+        **endpoint_access(get),
         allow_unsigned_webhooks=boolean(
             "BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", get("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", "false")
         ),

@@ -84,8 +84,14 @@ class Runtime:
             self.settings.credential, self.redis, timeout=self.settings.http_timeout_seconds
         )
 
-    def bitbucket(self, priority: Priority = Priority.BACKFILL) -> BitbucketClient:
-        """A client with its own call ledger (one per task run or CLI command)."""
+    def bitbucket(
+        self, priority: Priority = Priority.BACKFILL, timeout: float | None = None
+    ) -> BitbucketClient:
+        """A client with its own call ledger (one per task run or CLI command).
+
+        `timeout` bounds each call below `BITBUCKET_HTTP_TIMEOUT`: a web request that calls
+        Bitbucket must answer before the web server gives up on it.
+        """
         return BitbucketClient(
             self.settings.bitbucket_api_url,
             self.tokens,
@@ -94,7 +100,7 @@ class Runtime:
             raw_budget=self.raw_budget,
             learn_limits=self.settings.learn_rate_limit,
             priority=priority,
-            timeout=self.settings.http_timeout_seconds,
+            timeout=min(timeout or float("inf"), self.settings.http_timeout_seconds),
             max_retries=self.settings.http_max_retries,
             quota=self.quota,
         )

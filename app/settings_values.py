@@ -1,4 +1,5 @@
-"""Parsing single setting values: each parser names the variable in its one-line error."""
+"""Parsing single setting values: each parser names the variable in its one-line error.
+`Secret` wraps the values that must never show in a log line or an error."""
 
 from __future__ import annotations
 
@@ -8,6 +9,29 @@ from urllib.parse import urlsplit
 
 class SettingsError(ValueError):
     """A configuration value is missing or wrong; the message names the variable."""
+
+
+class Secret:
+    """A string that never shows itself in repr/str (logs, tracebacks, error messages)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
 
 
 def url(name: str, value: str, schemes: tuple[str, ...]) -> str:
@@ -134,3 +158,24 @@ def descriptor_kinds(value: str) -> tuple[str, ...]:
     if not kinds:
         raise SettingsError(f"{name}: give at least one kind, e.g. Component")
     return tuple(kinds)
+
+
+def tokens(value: str) -> tuple[str, ...]:
+    """Comma-separated bearer tokens (several, to rotate without downtime)."""
+    return tuple(t.strip() for t in value.split(",") if t.strip())
+
+
+def basic_auth(name: str, value: str) -> tuple[tuple[str, str], ...]:
+    """`user:password[,user:password]`, as Flower's `--basic-auth`; never echoes a password."""
+    pairs: list[tuple[str, str]] = []
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        user, colon, password = item.partition(":")
+        if not (colon and user and password):
+            raise SettingsError(
+                f"{name}: must be user:password (comma-separated for several); "
+                f"entry {len(pairs) + 1} is not"
+            )
+        pairs.append((user, password))
+    return tuple(pairs)

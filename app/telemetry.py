@@ -1,6 +1,7 @@
 """Counters every process writes to Redis and `/metrics` reads: task runs, failures and
-durations, and ingress latency. Shared through Redis, so gunicorn and Celery workers need no
-multiprocess mode; a Redis hiccup never fails the work being measured."""
+durations, ingress latency, and requests refused for want of a valid credential. Shared
+through Redis, so gunicorn and Celery workers need no multiprocess mode; a Redis hiccup never
+fails the work being measured."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 TASKS_KEY = f"{KEY_PREFIX}:tasks"
 INGRESS_KEY = f"{KEY_PREFIX}:ingress-latency"
+UNAUTHENTICATED_KEY = f"{KEY_PREFIX}:unauthenticated"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -60,3 +62,21 @@ def ingress_histogram(client: redis.Redis) -> tuple[list[tuple[str, float]], flo
     buckets = [(str(b), raw.get(str(b), 0.0)) for b in LATENCY_BUCKETS]
     buckets.append(("+Inf", raw.get("count", 0.0)))
     return buckets, raw.get("sum", 0.0)
+
+
+def record_unauthenticated(client: redis.Redis, endpoint: str, reason: str) -> None:
+    """Count a request refused before anyone was proven; `endpoint` and `reason` are fixed
+    labels of ours (never caller text), so the counter cannot grow with what callers send."""
+    try:
+        client.hincrby(UNAUTHENTICATED_KEY, f"{endpoint}|{reason}", 1)
+    except redis.RedisError:
+        log.warning("unauthenticated request not counted", extra={"endpoint": endpoint})
+
+
+def unauthenticated_counts(client: redis.Redis) -> dict[tuple[str, str], int]:
+    """`{(endpoint, reason): count}`."""
+    counts = {}
+    for field, value in cast(dict[bytes, bytes], client.hgetall(UNAUTHENTICATED_KEY)).items():
+        endpoint, _, reason = field.decode().partition("|")
+        counts[(endpoint, reason)] = int(value)
+    return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -30,7 +31,9 @@ if TYPE_CHECKING:
 class SerializedRequests:
     """WSGI middleware running one request at a time under the simulator's lock.
 
-    Answers are built eagerly, so the lock is released before the bytes go out.
+    Answers are built eagerly, so the lock is released before the bytes go out. An answer an
+    injected fault delays (`DELAY_KEY` in the environ) waits here, outside the lock, so a slow
+    call does not hold up the others.
     """
 
     def __init__(self, app: WSGIApplication, lock: threading.RLock) -> None:
@@ -41,11 +44,15 @@ class SerializedRequests:
         with self.lock:
             result = self.app(environ, start_response)
             try:
-                return [b"".join(result)]
+                body = [b"".join(result)]
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+        delay = float(environ.get(guards.DELAY_KEY) or 0)
+        if delay:
+            time.sleep(delay)
+        return body
 
 
 def create_app(sim: Simulator) -> Flask:

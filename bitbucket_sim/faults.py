@@ -1,8 +1,11 @@
 """Injected faults: what real Bitbucket does now and then and a test must be able to ask for.
 
-A fault matches API calls whose path contains `path_contains` and applies to the next
-`times` of them: answer `status` (a 5xx outage) instead of the real answer, or rewrite the
-`next` link of a page to another origin (`next_origin`), as a hostile or broken proxy might.
+A fault matches API calls whose path contains `path_contains` (and, when given, whose
+method is `method`) and applies to the next `times` of them: answer `status` (a 5xx outage)
+instead of the real answer, rewrite the `next` link of a page to another origin
+(`next_origin`), as a hostile or broken proxy might, or answer `delay_seconds` late (a slow
+Bitbucket: the call is carried out at once, only its answer waits, so a client that gives
+up early does not know it happened).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+MAX_DELAY_SECONDS = 120.0
+
 
 @dataclass
 class Fault:
@@ -19,12 +24,18 @@ class Fault:
     times: int = 1
     status: int | None = None
     next_origin: str | None = None
+    delay_seconds: float = 0.0
+    method: str | None = None
 
     def __post_init__(self) -> None:
         if self.times < 1:
             raise ValueError("times must be at least 1")
-        if self.status is None and self.next_origin is None:
-            raise ValueError("a fault needs a status or a next_origin")
+        if self.status is None and self.next_origin is None and not self.delay_seconds:
+            raise ValueError("a fault needs a status, a next_origin or a delay_seconds")
+        if not 0 <= self.delay_seconds <= MAX_DELAY_SECONDS:
+            raise ValueError(f"delay_seconds must be from 0 to {MAX_DELAY_SECONDS}")
+        if self.method is not None:
+            self.method = self.method.upper()
         if self.status is not None and not 400 <= self.status <= 599:
             raise ValueError("status must be an HTTP error status (400-599)")
         if self.next_origin is not None and not urlsplit(self.next_origin).netloc:
@@ -50,11 +61,11 @@ class FaultPlan:
         with self._lock:
             return [asdict(f) for f in self._faults]
 
-    def take(self, path: str) -> Fault | None:
-        """The first fault matching `path`, counting one use of it."""
+    def take(self, path: str, method: str = "GET") -> Fault | None:
+        """The first fault matching `path` and `method`, counting one use of it."""
         with self._lock:
             for fault in self._faults:
-                if fault.path_contains in path:
+                if fault.path_contains in path and fault.method in (None, method.upper()):
                     fault.times -= 1
                     if fault.times == 0:
                         self._faults.remove(fault)

@@ -97,6 +97,10 @@ bbsync is starting:
   catalog       http://localhost:$PORT/catalog/entities.yaml
   metrics       http://localhost:$PORT/metrics
 MSG
+has_env BBSYNC_CATALOG_TOKENS && echo "  (catalog: send Authorization: Bearer <one of BBSYNC_CATALOG_TOKENS>)"
+has_env BBSYNC_METRICS_TOKEN && echo "  (metrics: send Authorization: Bearer <BBSYNC_METRICS_TOKEN>)"
+has_env BBSYNC_STATUS_BASIC_AUTH && echo "  (status page http://localhost:$PORT/: log in as in BBSYNC_STATUS_BASIC_AUTH)"
+
 if [ -n "$SIM_PID" ]; then
   echo "  simulator     ${BITBUCKET_API_URL%/2.0}/_sim/stats"
   echo "  demo settings are in $DEMO_ENV while the demo runs: every bbsync command in this"

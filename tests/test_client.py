@@ -18,6 +18,7 @@ from app.bitbucket.errors import (
     BudgetPaused,
     CredentialError,
     ForeignHostError,
+    NoAnswer,
     NotFound,
     RateLimited,
 )
@@ -302,3 +303,56 @@ def test_a_next_link_to_another_host_is_refused_and_gets_no_credentials(
     with pytest.raises(ForeignHostError):
         next(pages)
     assert elsewhere.stats()["calls_total"] == 0
+
+
+def test_calls_that_change_something_are_sent_once_unless_declared_harmless(
+    sim: SimProcess, runtime_for: RuntimeFactory
+) -> None:
+    rt = runtime_for(sim)
+    client = rt.bitbucket()
+    client.backoff_base = 0.01
+    hooks = api_path("workspaces", "acme", "hooks")
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["repo:push"], "description": "t"}
+
+    def hook_calls() -> int:
+        return int(sim.stats()["calls"]["hooks"])
+
+    def hook_count() -> int:
+        return len(list(client.paginate(hooks)))
+
+    sim.admin(
+        "POST",
+        "faults",
+        json={"status": 503, "times": 5, "path_contains": "/hooks", "method": "POST"},
+    )
+    before = hook_calls()
+    with pytest.raises(BitbucketUnavailable) as caught:
+        client.post_json(hooks, body)
+    assert "HTTP 503 after 1 attempts (not retried" in str(caught.value)
+    assert hook_calls() == before + 1
+    sim.admin("DELETE", "faults")
+
+    # A PUT of the whole subscription is harmless to repeat: its caller says so.
+    uid = str(client.post_json(hooks, body)["uuid"]).strip("{}")
+    sim.admin(
+        "POST",
+        "faults",
+        json={"status": 502, "times": 1, "path_contains": "/hooks/", "method": "PUT"},
+    )
+    before = hook_calls()
+    client.request("PUT", f"{hooks}/{uid}", json=body, retry=True)
+    assert hook_calls() == before + 2
+
+    # A slow answer: the POST was carried out, the client cannot know, and does not repeat it.
+    existing = hook_count()
+    sim.admin(
+        "POST",
+        "faults",
+        json={"delay_seconds": 3, "times": 5, "path_contains": "/hooks", "method": "POST"},
+    )
+    before = hook_calls()
+    with pytest.raises(NoAnswer) as unknown:
+        rt.bitbucket(timeout=0.5).post_json(hooks, body)
+    assert "it may have taken effect" in str(unknown.value)
+    assert hook_calls() == before + 1
+    assert hook_count() == existing + 1

@@ -149,3 +149,67 @@ def test_descriptor_kinds_default_to_software_and_accept_an_opt_in() -> None:
     )
     chosen = settings_from_env({"BBSYNC_DESCRIPTOR_KINDS": "component, api,Location,template"})
     assert chosen.descriptor_kinds == ("Component", "API", "Location", "Template")
+
+
+def test_backstage_identity_defaults_to_backstage_and_needs_the_issuer() -> None:
+    settings = settings_from_env({})
+    assert settings.backstage_audience == "backstage"
+    assert settings.action_timeout_seconds == 10
+    jwks = "https://backstage.example.com/api/auth/.well-known/jwks.json"
+    with pytest.raises(SettingsError) as caught:
+        settings_from_env({"BBSYNC_BACKSTAGE_JWKS_URL": jwks})
+    message = str(caught.value)
+    assert message.startswith("BBSYNC_BACKSTAGE_ISSUER:") and "\n" not in message
+    assert "BBSYNC_BACKSTAGE_JWKS_URL" in message
+    settings = settings_from_env(
+        {
+            "BBSYNC_BACKSTAGE_JWKS_URL": jwks,
+            "BBSYNC_BACKSTAGE_ISSUER": "https://backstage.example.com/api/auth",
+        }
+    )
+    assert settings.backstage_issuer == "https://backstage.example.com/api/auth"
+    assert settings.backstage_audience == "backstage"
+
+
+def test_endpoint_locks_are_read_and_never_shown() -> None:
+    settings = settings_from_env(
+        {
+            "BBSYNC_CATALOG_TOKENS": "cat-1, cat-2,",
+            "BBSYNC_METRICS_TOKEN": "scrape-1",
+            "BBSYNC_STATUS_BASIC_AUTH": "ops:pa:ss,viewer:pw-2",
+        }
+    )
+    assert [t.reveal() for t in settings.catalog_tokens] == ["cat-1", "cat-2"]
+    assert [t.reveal() for t in settings.metrics_tokens] == ["scrape-1"]
+    assert [(u, p.reveal()) for u, p in settings.status_basic_auth] == [
+        ("ops", "pa:ss"),
+        ("viewer", "pw-2"),
+    ]
+    text = repr(settings)
+    assert not any(secret in text for secret in ("cat-1", "scrape-1", "pa:ss", "pw-2"))
+    unset = settings_from_env({})
+    assert (unset.catalog_tokens, unset.metrics_tokens, unset.status_basic_auth) == ((), (), ())
+
+
+@pytest.mark.parametrize(
+    ("env", "variable", "hidden"),
+    [
+        (
+            {"BBSYNC_STATUS_BASIC_AUTH": "ops:secret-1,nopassword"},
+            "BBSYNC_STATUS_BASIC_AUTH",
+            "secret-1",
+        ),
+        ({"BBSYNC_STATUS_BASIC_AUTH": ":secret-2"}, "BBSYNC_STATUS_BASIC_AUTH", "secret-2"),
+        ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "13"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
+        ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "0"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
+        ({"BBSYNC_ACTION_TIMEOUT_SECONDS": "soon"}, "BBSYNC_ACTION_TIMEOUT_SECONDS", ""),
+    ],
+)
+def test_bad_access_settings_name_the_variable_and_hide_the_value(
+    env: dict[str, str], variable: str, hidden: str
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        settings_from_env(env)
+    message = str(caught.value)
+    assert message.startswith(variable + ":") and "\n" not in message
+    assert not hidden or hidden not in message

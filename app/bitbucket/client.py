@@ -3,8 +3,11 @@
 Each call first takes a slot from the shared `RateBudget`, is counted by endpoint family,
 and goes only to the configured API base URL: a `next` link or any URL on another host (or
 outside the API path) is refused before credentials are attached. Connection errors and
-5xx answers are retried a few times with exponential backoff and full jitter; a 4xx fails
-at once with an error naming the endpoint and the status; a 429 pauses the whole budget.
+5xx answers of reads (GET, HEAD) are retried a few times with exponential backoff and full
+jitter; a call that changes something (POST, PUT, PATCH, DELETE) is sent once unless its
+caller says a repeat is harmless, because a lost answer does not mean nothing happened (a
+retried POST could start a pipeline twice). A 4xx fails at once with an error naming the
+endpoint and the status; a 429 pauses the whole budget.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from app.bitbucket.errors import (
     BitbucketUnavailable,
     CredentialError,
     ForeignHostError,
+    NoAnswer,
     NotFound,
     RateLimited,
 )
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_PAGELEN = 100
 MAX_PULLREQUEST_PAGELEN = 50  # Bitbucket rejects more on pull request lists
 USER_AGENT = "bbsync/0.1 (+https://github.com/bbsync)"
+# Methods whose repetition changes nothing: the only ones retried unless a caller says so.
+RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 _page_schema = PageSchema()
 
@@ -160,9 +166,17 @@ class BitbucketClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
+        retry: bool | None = None,
     ) -> requests.Response:
-        """One logical call (retried on 5xx/connection errors); returns a response in `ok`."""
+        """One logical call; returns a response in `ok`.
+
+        Reads are retried on 5xx and connection errors; other methods only with `retry=True`
+        (a PUT of a whole object, say). A call sent once that gets no answer raises
+        `NoAnswer`: it may have taken effect.
+        """
         url, relative = self.resolve(path_or_url)
+        retried = method.upper() in RETRIED_METHODS if retry is None else retry
+        max_retries = self.max_retries if retried else 0
         family = endpoint_family(relative)
         endpoint = f"{method} {relative.split('?', 1)[0]}"
         budget = self.raw_budget if resource_for(relative) is Resource.RAW else self.budget
@@ -186,10 +200,17 @@ class BitbucketClient:
                 )
             except requests.RequestException as exc:
                 self.ledger.record(family, None)
-                if attempt < self.max_retries:
+                if attempt < max_retries:
                     attempt += 1
                     self._backoff(attempt, endpoint, type(exc).__name__)
                     continue
+                if not retried and not isinstance(exc, requests.ConnectTimeout):
+                    raise NoAnswer(
+                        f"{endpoint}: no answer within {self.timeout:g}s "
+                        f"({type(exc).__name__}); it may have taken effect, not retried",
+                        endpoint=endpoint,
+                        retry_after=None,
+                    ) from None
                 raise BitbucketUnavailable(
                     f"{endpoint}: no answer after {attempt + 1} attempts ({type(exc).__name__})",
                     endpoint=endpoint,
@@ -218,12 +239,13 @@ class BitbucketClient:
                     retry_after=paused,
                 )
             if status >= 500:
-                if attempt < self.max_retries:
+                if attempt < max_retries:
                     attempt += 1
                     self._backoff(attempt, endpoint, f"HTTP {status}")
                     continue
                 raise BitbucketUnavailable(
-                    f"{endpoint}: HTTP {status} after {attempt + 1} attempts",
+                    f"{endpoint}: HTTP {status} after {attempt + 1} attempts"
+                    + ("" if retried else " (not retried: it may have taken effect)"),
                     endpoint=endpoint,
                     status=status,
                 )

@@ -52,6 +52,11 @@ class BitbucketUnavailable(RetryLater):
     """Connection errors or 5xx answers persisted through the client's own retries."""
 
 
+class NoAnswer(BitbucketUnavailable):
+    """A call that changes something was sent once and got no answer in time: Bitbucket may
+    have done it. Never repeated automatically; the caller tells its user to check."""
+
+
 class BitbucketRequestError(BitbucketError):
     """A 4xx answer: retrying the same request will not help."""
 

@@ -76,7 +76,10 @@ class WebhookInstaller:
         if not problems and hook.get("secret_set") is not None:
             return HookReport(scope, "unchanged")
         uid = str(hook.get("uuid", "")).strip("{}")
-        self.client.request("PUT", f"{hooks_path}/{uid}", json=self._body(url), ok=(200, 201))
+        # The whole subscription each time: a repeated PUT changes nothing.
+        self.client.request(
+            "PUT", f"{hooks_path}/{uid}", json=self._body(url), ok=(200, 201), retry=True
+        )
         return HookReport(scope, "updated", ", ".join(problems) or "secret refreshed")
 
     def install(self, workspace: str, url: str, repositories: list[str]) -> list[HookReport]:

@@ -46,8 +46,10 @@ KIND = "members"
 
 def audit(
     session: Session, workspace: str | None, action: str, subject: str, **detail: Any
-) -> None:
-    session.add(AccessAudit(workspace=workspace, action=action, subject=subject, detail=detail))
+) -> AccessAudit:
+    row = AccessAudit(workspace=workspace, action=action, subject=subject, detail=detail)
+    session.add(row)
+    return row
 
 
 def _member(user: dict[str, Any]) -> dict[str, Any]:

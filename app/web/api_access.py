@@ -4,10 +4,16 @@
 Backstage permission policy needs to mirror Bitbucket's access (service token).
 
 `POST /api/repositories/{ws}/{slug}/pipelines` runs a pipeline on behalf of a Backstage user:
-the caller sends the user's Backstage token (a JWT, verified against the configured JWKS,
-issuer and audience) instead of the service token; the user entity maps to a Bitbucket
-account through `bitbucket.org/user-id`, and only write (or admin) access, directly or
-through a group, lets the trigger through. Every attempt is written to `access_audit`.
+the caller sends the user's Backstage token instead of the service token. Who the user is in
+Bitbucket comes only from the workspace's member list (`app/web/identity.py`), and only write
+(or admin) access, directly or through a group, lets the trigger through.
+
+What is written to `access_audit`: refusals of a proven user (bad body, unknown repository,
+no write access); for an allowed trigger, an `attempted` row committed before Bitbucket is
+called, then its outcome. A request without a valid user token proves no one: it is only
+counted (`bbsync_unauthenticated_requests_total`), so anonymous callers cannot fill the table.
+The call to Bitbucket is made once (a POST is never repeated) and waits at most
+`BBSYNC_ACTION_TIMEOUT_SECONDS`, well inside the web server's own timeout.
 """
 
 from __future__ import annotations
@@ -16,35 +22,30 @@ import contextlib
 import logging
 from typing import Any
 
-import jwt
 from flask import Blueprint, jsonify, request
 from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy import select
+from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
-from app.bitbucket.errors import BitbucketError, RetryLater
+from app.bitbucket.errors import BitbucketError, BitbucketUnavailable, NoAnswer, RetryLater
 from app.bitbucket.schemas import PipelineSchema
-from app.catalog.people import USER_ID
-from app.models import (
-    BitbucketGroup,
-    CatalogEntity,
-    Repository,
-    RepositoryPermission,
-    Workspace,
-    WorkspaceMember,
-)
+from app.models import Repository, RepositoryPermission, Workspace, WorkspaceMember
 from app.sync.activity import store_pipeline
 from app.sync.people import audit
+from app.telemetry import record_unauthenticated
 from app.web import runtime
 from app.web.auth import require_api_token
+from app.web.identity import Refused, groups_of, may_write, member_account, verify_backstage_token
 
 log = logging.getLogger(__name__)
 
 access_api = Blueprint("access_api", __name__, url_prefix="/api")
 access_api.before_request(require_api_token)
-WRITE = ("write", "admin")
+# Caller-influenced text kept in an audit row is cut to this length.
+AUDIT_TEXT_MAX = 300
 
 
 class PermissionSchema(Schema):
@@ -110,20 +111,30 @@ def permissions() -> Any:
         ).first()
         if member is None:
             return jsonify(error="not_found", message=f"no current member {who!r}"), 404
-        groups = _groups_of(session, member.account_id)
-        stmt = _live_permissions().where(
-            (
-                (RepositoryPermission.principal_type == "user")
-                & (RepositoryPermission.principal == member.account_id)
+        # A group slug means a group of one workspace: match grants workspace by workspace.
+        memberships = session.scalars(
+            select(WorkspaceMember.workspace_id).where(
+                WorkspaceMember.account_id == member.account_id,
+                WorkspaceMember.removed_at.is_(None),
             )
-            | (
-                (RepositoryPermission.principal_type == "group")
-                & RepositoryPermission.principal.in_(groups)
+        ).all()
+        by_workspace = {ws: groups_of(session, ws, member.account_id) for ws in memberships}
+        stmt = _live_permissions().where(
+            or_(
+                (RepositoryPermission.principal_type == "user")
+                & (RepositoryPermission.principal == member.account_id),
+                *(
+                    (RepositoryPermission.principal_type == "group")
+                    & RepositoryPermission.principal.in_(groups)
+                    & (Repository.workspace_id == ws)
+                    for ws, groups in by_workspace.items()
+                    if groups
+                ),
             )
         )
         return jsonify(
             user=member.account_id,
-            groups=sorted(groups),
+            groups=sorted(set().union(*by_workspace.values())),
             items=_permissions_schema.dump(_rows(session, stmt)),
         )
 
@@ -151,147 +162,143 @@ def _repository(session: Session, workspace: str, slug: str) -> Repository | Non
     ).first()
 
 
-def _groups_of(session: Session, account_id: str) -> set[str]:
-    return {
-        g.slug
-        for g in session.scalars(select(BitbucketGroup).where(BitbucketGroup.removed_at.is_(None)))
-        if account_id in (g.members or [])
-    }
-
-
-def _may_write(session: Session, repo: Repository, account_id: str) -> bool:
-    grants = session.scalars(
-        select(RepositoryPermission).where(
-            RepositoryPermission.repository_id == repo.id,
-            RepositoryPermission.removed_at.is_(None),
-            RepositoryPermission.permission.in_(WRITE),
-        )
-    ).all()
-    groups = _groups_of(session, account_id)
-    return any(
-        (g.principal_type == "user" and g.principal == account_id)
-        or (g.principal_type == "group" and g.principal in groups)
-        for g in grants
-    )
-
-
-class Refused(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error = status, error
-
-
-def verify_backstage_token(header: str) -> dict[str, Any]:
-    """The claims of the Backstage user token in `Authorization`, or `Refused(401)`."""
-    settings = runtime().settings
-    if not settings.backstage_jwks_url:
-        raise Refused(
-            503, "not_configured", "identity-aware actions need BBSYNC_BACKSTAGE_JWKS_URL"
-        )
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    if not token:
-        raise Refused(401, "unauthorized", "send the Backstage user token as a bearer token")
-    try:
-        key = _jwks_client(settings.backstage_jwks_url).get_signing_key_from_jwt(token).key
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            key,
-            algorithms=["RS256", "ES256", "EdDSA"],
-            audience=settings.backstage_audience or None,
-            issuer=settings.backstage_issuer or None,
-            options={"require": ["exp", "sub"]},
-        )
-    except jwt.PyJWTError as exc:
-        raise Refused(401, "unauthorized", f"user token refused: {exc}") from None
-    return claims
-
-
-_jwks_clients: dict[str, jwt.PyJWKClient] = {}
-
-
-def _jwks_client(url: str) -> jwt.PyJWKClient:
-    # One client per URL: it caches the keys, so a token costs no request to the JWKS.
-    if url not in _jwks_clients:
-        _jwks_clients[url] = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
-    return _jwks_clients[url]
-
-
 def _trigger_repository(
     session: Session, workspace: str, slug: str, claims: dict[str, Any]
 ) -> tuple[Repository, str]:
     repo = _repository(session, workspace, slug)
     if repo is None:
         raise Refused(404, "not_found", f"repository {workspace}/{slug} is not known")
-    user_ref = str(claims["sub"]).lower()
-    user = session.scalars(
-        select(CatalogEntity).where(
-            CatalogEntity.entity_ref == user_ref, CatalogEntity.deleted_at.is_(None)
+    account = member_account(session, repo.workspace_id, str(claims["sub"]))
+    if not may_write(session, repo, account):
+        raise Refused(403, "forbidden", f"{claims['sub']} has no write access to {repo.full_name}")
+    return repo, account
+
+
+def _pipeline_request(body: dict[str, Any]) -> dict[str, Any]:
+    target: dict[str, Any] = {
+        "type": "pipeline_ref_target",
+        "ref_type": "branch",
+        "ref_name": body["branch"],
+    }
+    if body["selector"]:
+        target["selector"] = {"type": "custom", "pattern": body["selector"]}
+    payload: dict[str, Any] = {"target": target}
+    if body["variables"]:
+        payload["variables"] = body["variables"]
+    return payload
+
+
+def _start_pipeline(workspace: str, slug: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """One POST to Bitbucket within the action timeout; a failure as `Refused`."""
+    rt = runtime()
+    timeout = rt.settings.action_timeout_seconds
+    try:
+        return rt.bitbucket(Priority.WEBHOOK, timeout=timeout).post_json(
+            api_path("repositories", workspace, slug, "pipelines") + "/", payload, ok=(201,)
         )
-    ).first()
-    account = (
-        ((user.body.get("metadata") or {}).get("annotations") or {}).get(USER_ID)
-        if user is not None
-        else None
-    )
-    if not account:
-        raise Refused(403, "forbidden", f"{user_ref} maps to no Bitbucket account")
-    if not _may_write(session, repo, str(account)):
-        raise Refused(403, "forbidden", f"{user_ref} has no write access to {repo.full_name}")
-    return repo, str(account)
+    except NoAnswer:
+        raise Refused(
+            504,
+            "bitbucket_timeout",
+            f"Bitbucket did not answer within {timeout:g}s: the pipeline may have started; "
+            "check Bitbucket before trying again",
+        ) from None
+    except BitbucketUnavailable as exc:
+        raise Refused(
+            502,
+            "bitbucket_unavailable",
+            f"{exc}; the pipeline may have started: check Bitbucket before trying again",
+        ) from None
+    except RetryLater as exc:
+        raise Refused(503, "budget", str(exc)) from None
+    except BitbucketError as exc:
+        raise Refused(502, "bitbucket_error", str(exc)) from None
+
+
+def _record_outcome(
+    session: Session, workspace: str, action: str, subject: str, **detail: Any
+) -> None:
+    """The outcome row after Bitbucket answered. The user gets the real outcome even when the
+    database fails now; the committed `attempted` row and this error tell the operator."""
+    audit(session, workspace, action, subject, **detail)
+    try:
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log.error(
+            "pipeline trigger outcome not audited",
+            extra={"action": action, "attempt": detail.get("attempt"), "error": type(exc).__name__},
+        )
+
+
+@access_api.errorhandler(SQLAlchemyError)
+def _database_unavailable(exc: SQLAlchemyError) -> Any:
+    # Before any call to Bitbucket: nothing was started.
+    log.error("access api database error", extra={"error": type(exc).__name__})
+    return jsonify(error="database_unavailable", message="the database did not answer"), 503
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= AUDIT_TEXT_MAX else text[:AUDIT_TEXT_MAX] + "…"
 
 
 @access_api.post("/repositories/<workspace>/<slug>/pipelines")
 def trigger_pipeline(workspace: str, slug: str) -> Any:
     """Run a pipeline on a branch for a Backstage user with write access."""
     rt = runtime()
-    subject, detail = "unknown", {"repository": f"{workspace}/{slug}"}
+    try:
+        claims = verify_backstage_token(rt.settings, request.headers.get("Authorization", ""))
+    except Refused as refused:
+        # No proven identity: counted, never stored.
+        record_unauthenticated(rt.redis, "pipeline_trigger", refused.reason)
+        return refused.answer()
+    subject = _cut(str(claims["sub"]))
+    detail: dict[str, Any] = {"repository": _cut(f"{workspace}/{slug}")}
     with rt.sessions() as session:
         try:
-            claims = verify_backstage_token(request.headers.get("Authorization", ""))
-            subject = str(claims["sub"])
             try:
                 body = _trigger_schema.load(request.get_json(silent=True) or {})
             except ValidationError as exc:
                 raise Refused(400, "invalid_body", f"fields: {exc.messages}") from None
             detail.update(branch=body["branch"], selector=body["selector"])
-            repo, account = _trigger_repository(session, workspace, slug, claims)
-            detail["account_id"] = account
-            target: dict[str, Any] = {
-                "type": "pipeline_ref_target",
-                "ref_type": "branch",
-                "ref_name": body["branch"],
-            }
-            if body["selector"]:
-                target["selector"] = {"type": "custom", "pattern": body["selector"]}
-            payload: dict[str, Any] = {"target": target}
-            if body["variables"]:
-                payload["variables"] = body["variables"]
-            try:
-                created = rt.bitbucket(Priority.WEBHOOK).post_json(
-                    api_path("repositories", workspace, slug, "pipelines") + "/",
-                    payload,
-                    ok=(201,),
-                )
-            except RetryLater as exc:
-                raise Refused(503, "budget", str(exc)) from None
-            except BitbucketError as exc:
-                raise Refused(502, "bitbucket_error", str(exc)) from None
+            repo, detail["account_id"] = _trigger_repository(session, workspace, slug, claims)
         except Refused as refused:
             audit(
                 session,
-                workspace,
+                _cut(workspace),
                 "pipeline_trigger_refused",
                 subject,
                 status=refused.status,
-                reason=str(refused),
+                reason=_cut(str(refused)),
                 **detail,
             )
             session.commit()
-            return jsonify(error=refused.error, message=str(refused)), refused.status
+            return refused.answer()
+        # Committed before the call: a web worker killed mid-call still leaves this row.
+        attempt = audit(session, workspace, "pipeline_trigger_attempted", subject, **detail)
+        session.commit()
+        detail["attempt"] = attempt.id
+        try:
+            created = _start_pipeline(workspace, slug, _pipeline_request(body))
+        except Refused as failed:
+            log.warning(
+                "pipeline trigger failed",
+                extra={"repository": f"{workspace}/{slug}", "status": failed.status},
+            )
+            _record_outcome(
+                session,
+                workspace,
+                "pipeline_trigger_failed",
+                subject,
+                status=failed.status,
+                reason=_cut(str(failed)),
+                **detail,
+            )
+            return failed.answer()
         with contextlib.suppress(ValidationError):
             # Shown in the API at once; reconciliation and later reads keep it current.
             store_pipeline(session, repo, PipelineSchema().load(created))
-        audit(
+        _record_outcome(
             session,
             workspace,
             "pipeline_trigger_allowed",
@@ -299,7 +306,6 @@ def trigger_pipeline(workspace: str, slug: str) -> Any:
             pipeline=created.get("uuid"),
             **detail,
         )
-        session.commit()
     return jsonify(
         uuid=created.get("uuid"),
         build_number=created.get("build_number"),

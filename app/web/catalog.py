@@ -1,7 +1,8 @@
 """Serving the catalog to Backstage from rows: `GET /catalog/entities.yaml` for a Backstage
 `url` location, and `GET /catalog/entities` (JSON). Both carry an ETag over the content, so
 Backstage's refresh loop costs a 304 here and nothing at Bitbucket. `GET /catalog/changes`
-is the delta feed a Backstage entity provider polls (`app.catalog.feed`)."""
+is the delta feed a Backstage entity provider polls (`app.catalog.feed`). The entities include
+people's account ids and emails: `BBSYNC_CATALOG_TOKENS` closes every route here."""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from app.catalog.entities import served_body
 from app.catalog.feed import CURSOR_PATTERN, CursorGone, read_changes
 from app.models import CatalogEntity
 from app.web import runtime
+from app.web.auth import require_catalog_token
 from app.web.paging import PageQuerySchema, fetch_page, load_query
 from app.web.responses import conditional
 
 catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
+# On the blueprint, so every route under /catalog (present and future) is behind the lock.
+catalog.before_request(require_catalog_token)
 
 
 class EntityQuerySchema(PageQuerySchema):

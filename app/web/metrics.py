@@ -26,10 +26,12 @@ from app.bitbucket.quota import alert_counts
 from app.models import CatalogEntity, SyncRun, WebhookDelivery, utcnow
 from app.runtime import Runtime
 from app.tasks import QUEUES
-from app.telemetry import ingress_histogram, task_figures
+from app.telemetry import ingress_histogram, task_figures, unauthenticated_counts
 from app.web import runtime
+from app.web.auth import require_metrics_token
 
 metrics = Blueprint("metrics", __name__)
+metrics.before_request(require_metrics_token)
 
 
 class SharedStateCollector(Collector):
@@ -88,6 +90,14 @@ class SharedStateCollector(Collector):
         for kind, value in sorted(alert_counts(self.rt.redis).items()):
             alerts.add_metric([kind], value)
         yield alerts
+        refused = CounterMetricFamily(
+            "bbsync_unauthenticated_requests",
+            "Requests refused without a valid credential (never stored), by endpoint and reason",
+            labels=["endpoint", "reason"],
+        )
+        for (endpoint, reason), value in sorted(unauthenticated_counts(self.rt.redis).items()):
+            refused.add_metric([endpoint, reason], value)
+        yield refused
         if self.rt.settings.broker_url.startswith(("redis://", "rediss://")):
             depth = GaugeMetricFamily(
                 "bbsync_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"]

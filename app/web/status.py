@@ -2,7 +2,8 @@
 
 Workspaces and their last syncs, entities by kind, the budget over the last hour (calls per
 minute by endpoint family against the limit, 429s marked), recent deliveries and failures,
-unusable catalog files, quota alerts and the token's age.
+unusable catalog files, quota alerts and the token's age. Open unless
+`BBSYNC_STATUS_BASIC_AUTH` asks for a login.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from app.models import (
     Workspace,
 )
 from app.web import runtime
+from app.web.auth import require_status_login
 
 status_page = Blueprint("status_page", __name__)
 REFRESH_SECONDS = 60  # the page reloads itself, gently
+status_page.before_request(require_status_login)
 
 FAMILY_COLOURS = {
     "repositories": "#4c78a8",

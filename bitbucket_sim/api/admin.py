@@ -52,7 +52,8 @@ def change_config() -> Response:
 def add_fault() -> Response:
     """Inject a fault: `{"status": 503, "times": 2, "path_contains": "/repositories/"}` answers
     the next two matching calls with 503; `{"next_origin": "http://127.0.0.1:9"}` moves the
-    `next` link of the next matching page to another origin."""
+    `next` link of the next matching page to another origin; `{"delay_seconds": 5,
+    "method": "POST"}` answers the next POST 5 s late (after doing it)."""
     body = request_body()
     try:
         fault = Fault(
@@ -60,6 +61,8 @@ def add_fault() -> Response:
             times=int(body.get("times", 1)),
             status=int(body["status"]) if body.get("status") is not None else None,
             next_origin=str(body["next_origin"]) if body.get("next_origin") else None,
+            delay_seconds=float(body.get("delay_seconds") or 0),
+            method=str(body["method"]) if body.get("method") else None,
         )
     except (TypeError, ValueError) as exc:
         raise SimError(400, f"invalid fault: {exc}") from exc

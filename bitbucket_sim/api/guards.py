@@ -15,6 +15,7 @@ from bitbucket_sim.faults import Fault, move_next_link
 from bitbucket_sim.ratelimit import RAW, REPOSITORIES, Admission
 from bitbucket_sim.stats import family_of
 
+DELAY_KEY = "bitbucket_sim.answer_delay"
 RATE_LIMITED_BODY = "Rate limit for this resource has been exceeded"
 NEAR_LIMIT_SHARE = 0.2
 
@@ -65,11 +66,11 @@ def admit() -> Response | None:
         return response
     sim.stats.count(family)
     g.admitted_call = AdmittedCall(caller, resource, admission, family)
-    fault = sim.faults.take(request.path)
+    fault = sim.faults.take(request.path, request.method)
+    g.fault = fault
     if fault is not None and fault.status is not None:
         # An outage answer still cost the caller a call, as it does at Bitbucket.
         return error_response(SimError(fault.status, "Something went wrong (injected fault)"))
-    g.fault = fault
     return None
 
 
@@ -88,6 +89,9 @@ def settle(response: Response) -> Response:
         if isinstance(body, dict):
             response.set_data(json.dumps(move_next_link(body, fault.next_origin)))
     _rate_headers(response, call.caller, call.resource, call.admission)
+    if fault is not None and fault.delay_seconds:
+        # A slow Bitbucket: the work is done, only the answer is late (waited out of the lock).
+        request.environ[DELAY_KEY] = fault.delay_seconds
     return response
 
 
