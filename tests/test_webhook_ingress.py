@@ -261,7 +261,7 @@ def hostile_body(event: str) -> st.SearchStrategy[bytes]:
 
 
 @settings(
-    max_examples=120,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -276,44 +276,42 @@ def hostile_body(event: str) -> st.SearchStrategy[bytes]:
             "repo:deleted",
             "issue:created",
         ]
-    )
-    | header_text
-    | any_header,
-    request_uuid=st.uuids().map(str) | header_text | any_header,
-    attempt=header_text | any_header,
-    signature=st.sampled_from(["valid", "wrong", "hostile"]),
+    ),
+    # Mostly one hostile header at a time, so that most deliveries get as far as the body.
+    hostile=st.sampled_from(
+        [
+            None,
+            None,
+            "X-Event-Key",
+            "X-Request-UUID",
+            "X-Attempt-Number",
+            "X-Hub-Signature",
+            "X-Hook-UUID",
+            "User-Agent",
+            "Content-Type",
+        ]
+    ),
     repeated=st.lists(
         st.sampled_from(["X-Event-Key", "X-Request-UUID", "X-Hub-Signature", "X-Hook-UUID"]),
         max_size=2,
-    ),
-    extra=st.dictionaries(
-        st.sampled_from(["User-Agent", "X-Hook-UUID", "Content-Type", "X-Hub-Signature"]),
-        any_header,
-        max_size=2,
-    ),
+    )
+    | st.just([]),
+    signed=st.booleans() | st.just(True),
 )
 def test_random_deliveries_never_get_a_5xx(
     fuzz_rt: Runtime,
     data: st.DataObject,
     event: str,
-    request_uuid: str,
-    attempt: str,
-    signature: str,
+    hostile: str | None,
     repeated: list[str],
-    extra: dict[str, str],
+    signed: bool,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     raw = data.draw(hostile_body(event))
-    headers = delivery_headers(
-        event,
-        raw,
-        secret="test-secret" if signature == "valid" else "nope",
-        request_uuid=request_uuid,
-    )
-    headers["X-Attempt-Number"] = attempt
-    if signature == "hostile":
-        headers["X-Hub-Signature"] = data.draw(any_header)
-    sent = list({**headers, **extra}.items())
+    headers = delivery_headers(event, raw, secret="test-secret" if signed else "nope")
+    if hostile:
+        headers[hostile] = data.draw(any_header | header_text)
+    sent = list(headers.items())
     # A header sent twice (as a replaying or broken client may): one more copy of each named.
     sent += [(name, value) for name, value in sent if name in repeated]
     with caplog.at_level(logging.ERROR):
