@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -132,6 +133,13 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
             delivery.error = None
     except Retry:
         raise
+    except SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            _record_failure(self, delivery_id, exc)
+            raise
+        # The database went away mid-task (nothing was committed): not the delivery's fault,
+        # and the failure could not be recorded anyway. Come back once it may be up again.
+        raise self.retry(exc=exc, countdown=random.uniform(2, 10)) from None
     except Exception as exc:
         # Recorded where an operator sees it (`/api/deliveries`, `bbsync deliveries`), then
         # raised so Celery and Sentry see it too; `bbsync deliveries retry` sends it again.
