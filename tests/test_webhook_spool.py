@@ -9,6 +9,8 @@ figures: 300 deliveries, a 15 s outage)."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
@@ -303,3 +305,40 @@ def test_a_burst_through_a_database_outage_is_processed_exactly_once(
         assert set(sender.answers) == {d.request_uuid for d in stored}
         assert spooled == 0
         rt.engine.dispose()
+
+
+def test_hostile_headers_through_gunicorn_get_a_4xx_never_a_5xx(
+    database: str, redis_url: str, processes: Processes
+) -> None:
+    web = processes.web(environment(database, redis_url))
+    raw = push(1, repository())
+    port = int(web.rsplit(":", 1)[1])
+
+    def post(extra: list[tuple[str, bytes]], drop: tuple[str, ...] = ()) -> tuple[int, Any]:
+        headers = [
+            (k, v.encode()) for k, v in delivery_headers("repo:push", raw).items() if k not in drop
+        ]
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.putrequest("POST", "/webhooks/bitbucket")
+        for name, value in [*headers, *extra, ("Content-Length", str(len(raw)).encode())]:
+            connection.putheader(name, value)
+        connection.endheaders(raw)
+        response = connection.getresponse()
+        body = response.read()
+        connection.close()
+        is_json = response.getheader("Content-Type") == "application/json"
+        return response.status, json.loads(body) if is_json else body
+
+    status, body = post(
+        [("X-Hub-Signature", "sha256=€".encode() + b"0" * 62)], ("X-Hub-Signature",)
+    )
+    assert (status, body["error"]) == (401, "invalid_signature")
+    status, body = post([("X-Event-Key", b"repo:push" * 600)], ("X-Event-Key",))
+    assert (status, list(body["fields"])) == (400, ["X-Event-Key"])
+    status, body = post([("X-Request-UUID", str(uuid.uuid4()).encode())])  # sent twice
+    assert (status, list(body["fields"])) == (400, ["X-Request-UUID"])
+    # Past gunicorn's own limit (8,190 bytes a header line) gunicorn answers 431 itself.
+    status, _ = post([("User-Agent", b"x" * 20_000)], ("User-Agent",))
+    assert status == 431
+    status, body = post([])
+    assert status == 202, body
