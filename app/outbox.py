@@ -281,20 +281,21 @@ class DeliverySpool:
         enqueue: Callable[[int], bool],
         result: DrainResult,
     ) -> None:
-        deliveries: list[IncomingDelivery] = []
+        readable: list[tuple[bytes, dict[bytes, bytes], IncomingDelivery]] = []
         for entry_id, fields in entries:
             try:
-                deliveries.append(IncomingDelivery.from_spool(fields))
+                readable.append((entry_id, fields, IncomingDelivery.from_spool(fields)))
             except (UnusableBody, ValueError, KeyError, TypeError) as exc:
-                log.error(
-                    "spooled delivery unreadable; moved aside",
-                    extra={"entry": entry_id.decode(), "error": str(exc)[:200]},
-                )
-                self.client.xadd(SPOOL_DEAD_KEY, fields)  # type: ignore[arg-type]
-                self.client.xdel(SPOOL_KEY, entry_id)
-                result.dead += 1
-        with sessions.begin() as session:
-            inserted = store_deliveries(session, deliveries)
+                self._set_aside(entry_id, fields, str(exc), result)
+        deliveries = [delivery for _, _, delivery in readable]
+        try:
+            with sessions.begin() as session:
+                inserted = store_deliveries(session, deliveries)
+        except SQLAlchemyError as exc:
+            if database_unavailable(exc):
+                raise
+            # One entry the database refuses must not hold up the others behind it.
+            inserted = self._one_by_one(readable, sessions, result)
         # Only after the commit: an interruption here leaves duplicates, never a gap.
         self.client.xdel(SPOOL_KEY, *[entry_id for entry_id, _ in entries])
         result.stored += len(inserted)
@@ -303,3 +304,32 @@ class DeliverySpool:
             inserted[d.request_uuid] for d in deliveries if d.handled and d.request_uuid in inserted
         ]
         enqueue_stored(sessions, list(dict.fromkeys(handled)), enqueue)
+
+    def _one_by_one(
+        self,
+        readable: list[tuple[bytes, dict[bytes, bytes], IncomingDelivery]],
+        sessions: sessionmaker[Session],
+        result: DrainResult,
+    ) -> dict[str, int]:
+        inserted: dict[str, int] = {}
+        for entry_id, fields, delivery in readable:
+            try:
+                with sessions.begin() as session:
+                    inserted.update(store_deliveries(session, [delivery]))
+            except SQLAlchemyError as exc:
+                if database_unavailable(exc):
+                    raise
+                self._set_aside(entry_id, fields, type(exc).__name__, result)
+                result.duplicates -= 1  # counted below as read but not inserted
+        return inserted
+
+    def _set_aside(
+        self, entry_id: bytes, fields: dict[bytes, bytes], error: str, result: DrainResult
+    ) -> None:
+        log.error(
+            "spooled delivery unusable; moved aside",
+            extra={"entry": entry_id.decode(), "error": error[:200]},
+        )
+        self.client.xadd(SPOOL_DEAD_KEY, fields)  # type: ignore[arg-type]
+        self.client.xdel(SPOOL_KEY, entry_id)
+        result.dead += 1

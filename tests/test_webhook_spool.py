@@ -259,13 +259,13 @@ def test_a_burst_through_a_database_outage_is_processed_exactly_once(
         web = processes.web(env)
         processes.worker_with_beat(env)
         sender = Sender(web)
-        # Paced over twice the outage, the outage in the middle: a quarter before, half
-        # during, a quarter after; beat (and later deliveries) drain the spool.
+        # Paced over twice the outage: half before it, half during it, none after, so that
+        # only beat can drain the spool once the database is back.
         span = 2 * outage
         started = time.monotonic()
 
         def outage_window() -> None:
-            time.sleep(span / 4)
+            time.sleep(span / 2)
             pg.stop()
             time.sleep(outage)
             pg.start()
