@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -175,7 +176,7 @@ def _storable_headers(kept: dict[str, str]) -> tuple[dict[str, str], bool]:
     return cleaned, cleaned != kept
 
 
-def _enqueuer() -> Any:
+def _enqueuer() -> Callable[[int], bool]:
     producer = current_app.extensions["bbsync.producer"]
     return lambda delivery_id: enqueue_safely(producer, PROCESS_DELIVERY, delivery_id)
 
@@ -195,7 +196,7 @@ def _spooled(rt: Runtime, spool: DeliverySpool, delivery: IncomingDelivery, drai
     return response
 
 
-def _drain_after_answer(rt: Runtime, spool: DeliverySpool, enqueue: Any) -> None:
+def _drain_after_answer(rt: Runtime, spool: DeliverySpool, enqueue: Callable[[int], bool]) -> None:
     """Runs once the answer is sent: Bitbucket never waits for the drain."""
     try:
         spool.drain(rt.sessions, enqueue, limit=1000)
