@@ -5,7 +5,7 @@ While the database is down and Redis answers, every delivery is answered 202 fro
 spool; once the database is back the spool is drained into the outbox in order (by the next
 delivery's web process, or by beat within seconds), each exactly once, and processed.
 `BBSYNC_FAULT_DELIVERIES` / `BBSYNC_FAULT_OUTAGE_SECONDS` make the burst longer (the README's
-figures: 300 deliveries, a 15 s outage)."""
+figures: 300 deliveries, a 15 s outage). Hostile headers through gunicorn are here too."""
 
 from __future__ import annotations
 
