@@ -96,6 +96,7 @@ class Settings:
     webhook_max_bytes: int = 512 * 1024
     push_coalesce_seconds: float = 5.0
     requeue_after_seconds: int = 60
+    spool_max_entries: int = 50_000  # deliveries kept in Redis while the database is down
     api_tokens: tuple[Secret, ...] = ()
     activity_interval_seconds: int = 15 * 60
     activity_share: float = 0.15  # of the hourly window, for scheduled activity reconciliation
@@ -307,6 +308,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ),
         requeue_after_seconds=whole_number(
             "BBSYNC_REQUEUE_AFTER_SECONDS", get("BBSYNC_REQUEUE_AFTER_SECONDS", "60")
+        ),
+        spool_max_entries=whole_number(
+            "BBSYNC_SPOOL_MAX_ENTRIES", get("BBSYNC_SPOOL_MAX_ENTRIES", "50000"), minimum=0
         ),
         rate_limit_per_hour=whole_number(
             "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -251,6 +252,12 @@ class WebhookDelivery(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     request_uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    # SHA-256 of the raw body: a captured delivery replayed under a new (unsigned)
+    # X-Request-UUID is still a duplicate. Null for deliveries stored before it existed.
+    body_sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # True when text the database cannot hold (NUL, unpaired surrogates) was replaced by
+    # U+FFFD in `body`; the signature was checked on the original bytes.
+    body_sanitized: Mapped[bool] = mapped_column(default=False, server_default=false())
     hook_uuid: Mapped[str | None] = mapped_column(String(64))
     event_key: Mapped[str] = mapped_column(String(64), index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=1)

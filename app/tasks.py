@@ -23,6 +23,7 @@ SYNC_REPOSITORIES = "bbsync.sync.repositories"
 SYNC_WORKSPACE = "bbsync.sync.workspace"
 PROCESS_DELIVERY = "bbsync.events.process_delivery"
 REQUEUE_DELIVERIES = "bbsync.events.requeue_pending"
+DRAIN_SPOOL = "bbsync.events.drain_spool"
 REFRESH_REPOSITORY_CATALOG = "bbsync.events.refresh_repository_catalog"
 RECONCILE_ALL_ACTIVITY = "bbsync.activity.reconcile_all"
 RECONCILE_ACTIVITY = "bbsync.activity.reconcile_workspace"
@@ -37,6 +38,7 @@ ROUTES: dict[str, dict[str, str]] = {
     PROCESS_DELIVERY: {"queue": QUEUE_EVENTS},
     REFRESH_REPOSITORY_CATALOG: {"queue": QUEUE_EVENTS},
     REQUEUE_DELIVERIES: {"queue": QUEUE_DEFAULT},
+    DRAIN_SPOOL: {"queue": QUEUE_EVENTS},
     RECONCILE_ALL_ACTIVITY: {"queue": QUEUE_SYNC},
     RECONCILE_ACTIVITY: {"queue": QUEUE_SYNC},
     PRUNE_ACTIVITY: {"queue": QUEUE_DEFAULT},

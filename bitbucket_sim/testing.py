@@ -212,7 +212,7 @@ class SimProcess:
     def wait_for_deliveries(
         self,
         count: int,
-        timeout: float = 10.0,
+        timeout: float = 60.0,
         event_key: str | None = None,
         payload: bool = False,
     ) -> list[dict[str, Any]]:

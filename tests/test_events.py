@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from app.bitbucket.budget import Priority
-from app.models import CatalogEntity, Project, Repository, WebhookDelivery
+from app.models import CatalogEntity, Project, Repository, WebhookDelivery, utcnow
 from app.runtime import Runtime
 from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
@@ -121,3 +122,118 @@ def test_a_transfer_within_the_configured_workspaces_refreshes_it(
     )
     assert "transferred; catalog refresh scheduled" in summary
     assert scheduled == [stored(rt, repo["uuid"]).id]
+
+
+def deliver(rt: Runtime, event_key: str, body: dict[str, Any], received_at: datetime) -> str:
+    """Store a delivery received at `received_at`, process it, and mark it processed (as the
+    worker's task does)."""
+    with rt.sessions() as session:
+        delivery = WebhookDelivery(
+            request_uuid=str(uuid.uuid4()),
+            event_key=event_key,
+            body=body,
+            repository_uuid=body["repository"]["uuid"],
+            received_at=received_at,
+        )
+        session.add(delivery)
+        session.flush()
+        processor = EventProcessor(
+            rt.bitbucket(Priority.WEBHOOK), session, rt.settings, lambda _: None
+        )
+        summary = processor.process(delivery)
+        delivery.status = "processed"
+        session.commit()
+    return summary
+
+
+def test_an_older_rename_processed_late_does_not_undo_a_newer_one(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], database_url: str
+) -> None:
+    rt = synced(sim, runtime_for, database_url)
+    repo = sim.repositories()[4]
+    t0 = utcnow() - timedelta(minutes=5)
+
+    def rename(slug: str) -> dict[str, Any]:
+        return {
+            "repository": {**repository(slug, repo["uuid"], sim.api_url), "name": slug.title()},
+            "changes": {"name": {"old": repo["name"], "new": slug.title()}},
+        }
+
+    deliver(rt, "repo:updated", rename("second-name"), t0 + timedelta(seconds=2))
+    summary = deliver(rt, "repo:updated", rename("first-name"), t0 + timedelta(seconds=1))
+    assert "stale delivery ignored" in summary
+    assert stored(rt, repo["uuid"]).slug == "second-name"
+
+
+def test_a_rename_older_than_the_stored_updated_on_is_ignored(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    rt = synced(sim, runtime_for, sqlite_url)
+    repo = sim.repositories()[5]
+    listed_on = stored(rt, repo["uuid"]).updated_on
+    assert listed_on is not None
+    older = (listed_on - timedelta(days=1)).isoformat()
+    body = {
+        "repository": repository("an-old-name", repo["uuid"], sim.api_url),
+        "changes": {"name": {"old": "x", "new": "An-Old-Name"}, "updated_on": {"new": older}},
+    }
+    summary = deliver(rt, "repo:updated", body, utcnow())
+    assert "stale delivery ignored" in summary
+    assert stored(rt, repo["uuid"]).slug == repo["slug"]
+    newer = (listed_on + timedelta(seconds=1)).isoformat()
+    body["changes"]["updated_on"] = {"new": newer}
+    deliver(rt, "repo:updated", body, utcnow())
+    row = stored(rt, repo["uuid"])
+    assert row.slug == "an-old-name" and row.updated_on == listed_on + timedelta(seconds=1)
+
+
+def test_a_late_transfer_out_does_not_retire_a_repository_that_came_back(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    rt = synced(sim, runtime_for, sqlite_url)
+    repo = sim.repositories()[6]
+    t0 = utcnow() - timedelta(minutes=5)
+    back = {"repository": repository(repo["slug"], repo["uuid"], sim.api_url)}
+    out = {"repository": {**back["repository"], "full_name": f"elsewhere/{repo['slug']}"}}
+    deliver(rt, "repo:transfer", back, t0 + timedelta(seconds=2))
+    summary = deliver(rt, "repo:transfer", out, t0 + timedelta(seconds=1))
+    assert "stale transfer ignored" in summary
+    assert stored(rt, repo["uuid"]).deleted_at is None
+
+
+def test_a_push_delivered_late_does_not_move_the_head_back(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    rt = synced(sim, runtime_for, sqlite_url)
+    repo = sim.repositories()[7]
+
+    def push(commit: str, date: str) -> dict[str, Any]:
+        target = {"hash": commit * 40, "date": date}
+        new = {"type": "branch", "name": repo["mainbranch"], "target": target}
+        return {
+            "push": {"changes": [{"new": new, "old": None}]},
+            "repository": repository(repo["slug"], repo["uuid"], sim.api_url),
+        }
+
+    deliver(rt, "repo:push", push("b", "2026-12-01T10:00:02+00:00"), utcnow())
+    deliver(rt, "repo:push", push("a", "2026-12-01T10:00:01+00:00"), utcnow())
+    assert stored(rt, repo["uuid"]).head_commit == "b" * 40
+
+
+def test_a_deletion_bitbucket_does_not_confirm_removes_nothing(
+    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    """The event key is unsigned: a captured body replayed as `repo:deleted` must not retire a
+    repository that Bitbucket still has; a real deletion still does."""
+    rt = synced(sim, runtime_for, sqlite_url)
+    kept, gone = sim.repositories()[3], sim.repositories()[4]
+    body = {"repository": repository(kept["slug"], kept["uuid"], sim.api_url)}
+    summary, _ = process(rt, "repo:deleted", body)
+    assert "Bitbucket still has this repository" in summary
+    assert stored(rt, kept["uuid"]).deleted_at is None
+    assert sim.admin("DELETE", f"repos/{gone['slug']}").status_code < 300
+    summary, _ = process(
+        rt, "repo:deleted", {"repository": repository(gone["slug"], gone["uuid"], sim.api_url)}
+    )
+    assert "deleted; its entities left the catalog" in summary
+    assert stored(rt, gone["uuid"]).deleted_at is not None

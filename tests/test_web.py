@@ -40,21 +40,38 @@ def test_ready_when_database_and_redis_answer(
     rt = runtime_for(DATABASE_URL=postgres_url)
     response = client_for(rt).get("/readyz")
     assert response.status_code == 200
-    assert response.json["checks"] == {"database": "ok", "redis": "ok"}
+    assert response.json["status"] == "ok"
+    assert response.json["checks"] == {"database": "ok", "redis": "ok", "spool": 0}
 
 
-def test_not_ready_names_what_is_down(runtime_for: Callable[..., Runtime]) -> None:
+def test_ready_means_a_delivery_can_be_taken(runtime_for: Callable[..., Runtime]) -> None:
+    # Redis down, database up: deliveries are still stored; Redis is reported degraded.
     rt = runtime_for(REDIS_URL="redis://127.0.0.1:1/0")
     response = client_for(rt).get("/readyz")
-    assert response.status_code == 503
-    assert response.json["status"] == "unavailable"
-    assert set(response.json["checks"]) == {"redis"}
-    assert "unreachable" in response.json["checks"]["redis"]
+    assert response.status_code == 200
+    assert (response.json["status"], response.json["deliveries"]) == ("degraded", "stored")
+    assert response.json["checks"]["redis"].startswith("degraded: unreachable")
 
+    # Database down, Redis up: deliveries wait in the Redis spool.
     rt = runtime_for(DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
     response = client_for(rt).get("/readyz")
+    assert response.status_code == 200
+    assert (response.json["status"], response.json["deliveries"]) == ("degraded", "spooled")
+    assert "unreachable" in response.json["checks"]["database"]
+
+    # Neither: a load balancer must send deliveries elsewhere.
+    rt = runtime_for(
+        DATABASE_URL="postgresql://postgres@127.0.0.1:1/none", REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    response = client_for(rt).get("/readyz")
     assert response.status_code == 503
-    assert set(response.json["checks"]) == {"database"}
+    assert (response.json["status"], response.json["deliveries"]) == ("unavailable", "refused")
+
+    # Database down and the spool switched off: nowhere to keep a delivery.
+    rt = runtime_for(
+        DATABASE_URL="postgresql://postgres@127.0.0.1:1/none", BBSYNC_SPOOL_MAX_ENTRIES="0"
+    )
+    assert client_for(rt).get("/readyz").status_code == 503
 
 
 def test_budget_api_shows_used_reserved_remaining_and_when_it_frees(

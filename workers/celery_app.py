@@ -14,6 +14,7 @@ from app.logs import configure_logging
 from app.observability import init_sentry
 from app.runtime import Runtime
 from app.tasks import (
+    DRAIN_SPOOL,
     PRUNE_ACTIVITY,
     QUEUE_DEFAULT,
     QUEUES,
@@ -29,6 +30,7 @@ from workers.base import bind_runtime, current_runtime
 # Long enough for a full sync of a large workspace; the Redis broker re-delivers an unacked
 # task after `visibility_timeout`, so it must exceed the longest task.
 SYNC_TIME_LIMIT = 2 * 3600
+SPOOL_DRAIN_SECONDS = 5.0
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -76,6 +78,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "members-sync": {
             "task": SYNC_ALL_MEMBERS,
             "schedule": float(settings.members_interval_seconds),
+        },
+        # Deliveries spooled in Redis while the database was down: moved within seconds of
+        # its return (a cheap XLEN while there are none). Expires rather than piling up.
+        "drain-spool": {
+            "task": DRAIN_SPOOL,
+            "schedule": SPOOL_DRAIN_SECONDS,
+            "options": {"expires": SPOOL_DRAIN_SECONDS * 2},
         },
         "requeue-deliveries": {
             "task": REQUEUE_DELIVERIES,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -11,11 +12,13 @@ import sentry_sdk
 from celery import shared_task
 from celery.exceptions import Retry
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.budget import Priority
 from app.catalog.changes import prune_changes
 from app.credentials_age import token_age_notice
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
+from app.outbox import DeliverySpool, database_unavailable
 from app.sync.activity import ActivityReconcile, activity_call_cap, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
@@ -23,6 +26,7 @@ from app.sync.people import PeopleSync
 from app.sync.repositories import RepositorySync
 from app.sync.workspace import WorkspaceSync
 from app.tasks import (
+    DRAIN_SPOOL,
     PROCESS_DELIVERY,
     PRUNE_ACTIVITY,
     RECONCILE_ACTIVITY,
@@ -34,6 +38,7 @@ from app.tasks import (
     SYNC_MEMBERS,
     SYNC_REPOSITORIES,
     SYNC_WORKSPACE,
+    enqueue_safely,
 )
 from workers.base import BbsyncTask
 
@@ -129,6 +134,13 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
             delivery.error = None
     except Retry:
         raise
+    except SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            _record_failure(self, delivery_id, exc)
+            raise
+        # The database went away mid-task (nothing was committed): not the delivery's fault,
+        # and the failure could not be recorded anyway. Come back once it may be up again.
+        raise self.retry(exc=exc, countdown=random.uniform(2, 10)) from None
     except Exception as exc:
         # Recorded where an operator sees it (`/api/deliveries`, `bbsync deliveries`), then
         # raised so Celery and Sentry see it too; `bbsync deliveries retry` sends it again.
@@ -205,6 +217,26 @@ def requeue_pending(self: BbsyncTask, limit: int = 500) -> int:
                 .values(status=DeliveryStatus.QUEUED.value, enqueued_at=now)
             )
     return len(stuck)
+
+
+@shared_task(bind=True, base=BbsyncTask, name=DRAIN_SPOOL, soft_time_limit=120, time_limit=150)
+def drain_spool(self: BbsyncTask) -> dict[str, Any]:
+    """Move deliveries the ingress spooled in Redis while the database was down into the
+    outbox, in order, and send them to be processed (beat runs this every few seconds)."""
+    spool = DeliverySpool(self.runtime.redis, self.runtime.settings.spool_max_entries)
+    if not spool.waiting():
+        return {"stored": 0}
+    try:
+        result = spool.drain(
+            self.runtime.sessions,
+            lambda delivery_id: enqueue_safely(self.app, PROCESS_DELIVERY, delivery_id),
+        )
+    except SQLAlchemyError as exc:
+        if not database_unavailable(exc):
+            raise
+        # Still down: nothing moved, nothing lost; the next beat tick tries again.
+        return {"stored": 0, "database": "unavailable"}
+    return {"stored": result.stored, "duplicates": result.duplicates, "left": result.left}
 
 
 @shared_task(bind=True, base=BbsyncTask, name=RECONCILE_ALL_ACTIVITY)

@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from app.bitbucket.schemas import CommitStatusSchema, PullRequestSchema
 
 EVENT_KEY = re.compile(r"^[a-z_]+:[a-z_]+$")
+EVENT_KEY_MAX = 64  # the outbox column's width
+# Hosts Bitbucket Cloud itself writes into payload links, whatever API base is configured
+# (a proxy or gateway in front of Bitbucket still receives Bitbucket's own links).
+CANONICAL_HOSTS = frozenset({"api.bitbucket.org", "bitbucket.org"})
+# Bitbucket's payloads are a dozen levels deep and carry small numbers: far beyond either is
+# not a Bitbucket delivery, and would cost unbounded work (Python refuses integers over 4,300
+# digits with a ValueError; PostgreSQL's JSONB refuses NaN and Infinity).
+MAX_BODY_DEPTH = 64
+MAX_INTEGER_DIGITS = 100
+# What PostgreSQL's JSONB cannot hold: NUL and UTF-16 surrogates without their pair.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 UUID_TEXT = re.compile(
     r"^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?$"
 )
@@ -25,8 +39,8 @@ UUID_TEXT = re.compile(
 
 def signature_valid(body: bytes, header: str | None, secrets: Iterable[str]) -> bool:
     """`X-Hub-Signature: sha256=<hex>` against each accepted secret, in constant time."""
-    if not header or not header.startswith("sha256="):
-        return False
+    if not header or not header.isascii() or not header.startswith("sha256="):
+        return False  # non-ASCII text cannot be a hex digest (and compare_digest refuses it)
     given = header.removeprefix("sha256=").strip().lower()
     valid = False
     for secret in secrets:
@@ -43,7 +57,9 @@ class _Lenient(Schema):
 
 class DeliveryHeadersSchema(_Lenient):
     event_key = fields.String(
-        required=True, data_key="X-Event-Key", validate=validate.Regexp(EVENT_KEY)
+        required=True,
+        data_key="X-Event-Key",
+        validate=[validate.Length(max=EVENT_KEY_MAX), validate.Regexp(EVENT_KEY)],
     )
     request_uuid = fields.String(
         required=True, data_key="X-Request-UUID", validate=validate.Regexp(UUID_TEXT)
@@ -78,7 +94,10 @@ class _Workspace(_Lenient):
 
 class WebhookRepositorySchema(_Lenient):
     uuid = fields.String(required=True, validate=validate.Regexp(UUID_TEXT))
-    full_name = fields.String(required=True, validate=validate.Regexp(r"^[^/\s]+/[^/\s]+$"))
+    full_name = fields.String(
+        required=True,
+        validate=[validate.Length(max=512), validate.Regexp(r"^[^/\s]+/[^/\s]+$")],
+    )
     name = fields.String(load_default="")
     is_private = fields.Boolean(load_default=None, allow_none=True)
     project = fields.Nested(_Project, load_default=None, allow_none=True)
@@ -155,16 +174,105 @@ HANDLED_EVENTS = tuple(SCHEMAS)
 def load_event(event_key: str, body: Any, api_url: str) -> dict[str, Any]:
     """The validated body of a handled event; `ValidationError` names the field at fault.
 
-    Links to the API inside the payload must point at the configured API: a delivery that
-    names another host is refused rather than stored for a worker to trust.
+    The repository's own link must be on Bitbucket's hosts or the configured API host: a
+    delivery naming any other host is refused. Links are only checked, never followed: every
+    URL bbsync calls is built from the configured base and the repository's identity.
     """
     if not isinstance(body, dict):
         raise ValidationError({"_schema": ["body must be a JSON object"]})
     data: dict[str, Any] = SCHEMAS[event_key].load(body)
     links = data["repository"].get("links") or {}
     own = (links.get("self") or {}).get("href")
-    if own and not (own == api_url or own.startswith(api_url + "/")):
+    if own and not link_allowed(own, api_url):
         raise ValidationError(
-            {"repository": {"links": {"self": {"href": ["not on the configured API host"]}}}}
+            {"repository": {"links": {"self": {"href": ["not on a Bitbucket or configured host"]}}}}
         )
     return data
+
+
+def link_allowed(href: str, api_url: str) -> bool:
+    """True for an https link on Bitbucket's own hosts, or any link under the configured API."""
+    if href == api_url or href.startswith(api_url.rstrip("/") + "/"):
+        return True
+    try:
+        parts = urlsplit(href)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return False
+    return parts.scheme == "https" and not parts.username and host in CANONICAL_HOSTS
+
+
+class UnusableBody(ValueError):
+    """A delivery body that is not JSON bbsync can store; the message names the problem."""
+
+
+def _constant(name: str) -> Any:
+    raise UnusableBody(f"{name} is not a JSON number")
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise UnusableBody(f"an integer has more than {MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _real(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnusableBody(f"the number {text[:40]} is out of range")
+    return value
+
+
+def parse_body(raw: bytes) -> tuple[Any, bool]:
+    """The JSON of a delivery, and whether text had to be replaced to be storable.
+
+    Strings (and keys) with NUL or unpaired surrogates, which valid JSON may carry but
+    PostgreSQL's JSONB cannot, get U+FFFD in their place: the delivery is kept (its signature
+    was checked on the raw bytes) and marked. `UnusableBody` names anything refused.
+    """
+    try:
+        value = json.loads(raw, parse_constant=_constant, parse_int=_integer, parse_float=_real)
+    except UnicodeDecodeError as exc:
+        raise UnusableBody(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise UnusableBody(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise UnusableBody("body is nested too deeply") from None
+    return _storable(value)
+
+
+def storable_text(text: str) -> str:
+    """`text` with NUL and unpaired surrogates replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _storable(value: Any) -> tuple[Any, bool]:
+    """`value` with unstorable text replaced, walked without recursion and depth-bounded."""
+    replaced = False
+
+    def clean(text: str) -> str:
+        nonlocal replaced
+        if _UNSTORABLE.search(text) is None:
+            return text
+        replaced = True
+        return storable_text(text)
+
+    root: list[Any] = [value]
+    stack: list[tuple[list[Any] | dict[str, Any], Any, int]] = [(root, 0, 0)]
+    while stack:
+        parent, key, depth = stack.pop()
+        item = parent[key]
+        if isinstance(item, str):
+            parent[key] = clean(item)
+        elif isinstance(item, (list, dict)):
+            if depth >= MAX_BODY_DEPTH:
+                raise UnusableBody(f"body is nested more than {MAX_BODY_DEPTH} levels deep")
+            if isinstance(item, dict):
+                if any(_UNSTORABLE.search(k) for k in item):
+                    item = {clean(k): v for k, v in item.items()}
+                    parent[key] = item
+                stack.extend((item, k, depth + 1) for k in item)
+            else:
+                stack.extend((item, i, depth + 1) for i in range(len(item)))
+    return root[0], replaced

@@ -1,7 +1,10 @@
 """Processing a stored webhook delivery: what changed, from the payload where it is complete.
 
-Idempotent: a delivery processed twice, or two deliveries out of order, leave the same rows
-(pull requests and statuses keep the newest `updated_on`). The API is called (with the
+Idempotent: a delivery processed twice, or two deliveries out of order, leave the same rows:
+pull requests and statuses keep the newest `updated_on`; a repository's name, slug and
+workspace are never set from a payload older than what is stored (its `changes.updated_on`
+when it has one, else a later-received repository delivery already processed); a push never
+moves the head back to an older commit. The API is called (with the
 webhook reserve of the budget) only for what a payload lacks: a repository bbsync has not
 seen, or a change the webhook repository object cannot describe (e.g. its main branch).
 Catalog files are not read here: `schedule_refresh` coalesces a burst of pushes to one
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,6 +30,7 @@ from app.config import Settings
 from app.models import (
     CatalogEntity,
     CatalogFile,
+    DeliveryStatus,
     Repository,
     WebhookDelivery,
     utcnow,
@@ -34,6 +39,9 @@ from app.sync.activity import store_commit_status, store_pull_request
 from app.sync.repositories import ensure_workspace, store_projects, store_repositories
 
 log = logging.getLogger(__name__)
+
+# Deliveries that carry a repository's name, slug and workspace: their order matters.
+REPOSITORY_STATE_EVENTS = ("repo:created", "repo:updated", "repo:transfer")
 
 _repository_schema = RepositorySchema()
 
@@ -50,9 +58,11 @@ class EventProcessor:
         self.session = session
         self.settings = settings
         self.schedule_refresh = schedule_refresh
+        self.delivery: WebhookDelivery | None = None
 
     def process(self, delivery: WebhookDelivery) -> str:
         """Apply one delivery; returns a one-line summary. The caller commits."""
+        self.delivery = delivery
         event = SCHEMAS[delivery.event_key].load(delivery.body)
         family, _, action = delivery.event_key.partition(":")
         if delivery.event_key == "repo:push":
@@ -119,6 +129,8 @@ class EventProcessor:
             "links",
             "project",
         }
+        if repo is not None and self._superseded(repo, changes):
+            return f"{repo.full_name}: stale delivery ignored (a newer state is stored)"
         if repo is None or set(changes) - complete:
             # A change the webhook's repository object cannot show (main branch, language…).
             repo = self._fetch(payload_repo)
@@ -145,13 +157,41 @@ class EventProcessor:
             repo.project_id = store_projects(
                 self.session, repo.workspace_id, {project["uuid"]: project}
             )[project["uuid"]]
+        updated_on = _changed_on(changes)
+        if updated_on is not None:
+            repo.updated_on = updated_on
         repo.synced_at = utcnow()
+
+    def _superseded(self, repo: Repository, changes: dict[str, Any]) -> bool:
+        """True when what is stored for `repo` is newer than this delivery: its `updated_on`
+        is later than the payload's, or a repository delivery received after this one has
+        already been processed (deliveries can be processed out of order)."""
+        updated_on = _changed_on(changes)
+        if updated_on is not None and repo.updated_on is not None:
+            return updated_on < repo.updated_on
+        delivery = self.delivery
+        if delivery is None or delivery.received_at is None:
+            return False
+        later = self.session.scalars(
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.repository_uuid == repo.uuid,
+                WebhookDelivery.event_key.in_(REPOSITORY_STATE_EVENTS),
+                WebhookDelivery.status == DeliveryStatus.PROCESSED.value,
+                WebhookDelivery.received_at > delivery.received_at,
+            )
+            .limit(1)
+        ).first()
+        return later is not None
 
     def _transfer(self, event: dict[str, Any]) -> str:
         payload_repo = event["repository"]
         repo = self._known(payload_repo)
         fetched = self._fetch(payload_repo)
         if fetched is None:
+            if repo is not None and self._superseded(repo, {}):
+                # It came back (or moved on) since: a later delivery already said where.
+                return f"{repo.full_name}: stale transfer ignored (a newer state is stored)"
             if repo is not None:
                 self._retire(repo)
             return f"{payload_repo['full_name']}: left the configured workspaces; retired"
@@ -162,6 +202,10 @@ class EventProcessor:
         repo = self._known(event["repository"])
         if repo is None or repo.deleted_at is not None:
             return "nothing to do: repository unknown or already deleted"
+        # The event key is not signed (only the body is), so a captured `repo:created` body
+        # could be replayed as `repo:deleted`: removing is destructive, so ask Bitbucket first.
+        if self._fetch(event["repository"]) is not None:
+            return f"{repo.full_name}: ignored: Bitbucket still has this repository"
         self._retire(repo)
         return f"{repo.full_name}: deleted; its entities left the catalog"
 
@@ -190,6 +234,8 @@ class EventProcessor:
                 continue  # tags and other branches change nothing in the catalog
             touched = True
             target = (new or {}).get("target") or {}
+            if _older(target.get("date"), repo.last_push_at):
+                continue  # a push delivered late: the stored head is newer
             if target.get("hash"):
                 repo.head_commit = target["hash"]
             if target.get("date") and (
@@ -223,3 +269,20 @@ class EventProcessor:
         if not store_commit_status(self.session, repo, status):
             return f"{where}: stale delivery ignored"
         return f"{where}: {status['state']}"
+
+
+def _older(incoming: datetime | None, stored: datetime | None) -> bool:
+    return incoming is not None and stored is not None and incoming < stored
+
+
+def _changed_on(changes: dict[str, Any]) -> datetime | None:
+    """`changes.updated_on.new` of a `repo:updated` payload, when present and readable."""
+    value = (changes.get("updated_on") or {}) if isinstance(changes, dict) else {}
+    new = value.get("new") if isinstance(value, dict) else None
+    if not isinstance(new, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(new.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None

@@ -1,5 +1,10 @@
-"""Liveness (`/healthz`: the process answers) and readiness (`/readyz`: its database and
-Redis answer too). A load balancer sends traffic only where `/readyz` says 200."""
+"""Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the process can take
+a webhook delivery). A load balancer sends traffic only where `/readyz` says 200.
+
+A delivery is taken when the database stores it, or, while the database is down, when the
+Redis spool holds it: readiness is lost only when neither can. Redis down with the database
+up is `degraded` (the budget, the broker and the metrics suffer; deliveries do not).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.outbox import DeliverySpool
 from app.web import runtime
 
 health = Blueprint("health", __name__)
@@ -23,16 +29,23 @@ def healthz() -> Any:
 @health.get("/readyz")
 def readyz() -> Any:
     rt = runtime()
-    problems: dict[str, str] = {}
+    checks: dict[str, Any] = {"database": "ok", "redis": "ok"}
+    database_up = True
     try:
         with rt.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        problems["database"] = f"unreachable: {type(getattr(exc, 'orig', None) or exc).__name__}"
+        database_up = False
+        checks["database"] = f"unreachable: {type(getattr(exc, 'orig', None) or exc).__name__}"
+    spool = DeliverySpool(rt.redis, rt.settings.spool_max_entries)
     try:
         rt.redis.ping()
+        checks["spool"] = spool.depth()
     except redis.RedisError as exc:
-        problems["redis"] = f"unreachable: {type(exc).__name__}"
-    if problems:
-        return jsonify(status="unavailable", checks=problems), 503
-    return jsonify(status="ok", checks={"database": "ok", "redis": "ok"})
+        checks["redis"] = f"degraded: unreachable: {type(exc).__name__}"
+    if database_up:
+        status = "ok" if checks["redis"] == "ok" else "degraded"
+        return jsonify(status=status, deliveries="stored", checks=checks)
+    if "spool" in checks and spool.can_take():
+        return jsonify(status="degraded", deliveries="spooled", checks=checks)
+    return jsonify(status="unavailable", deliveries="refused", checks=checks), 503

@@ -1,30 +1,43 @@
 """`POST /webhooks/bitbucket`: the thin ingress.
 
-Verify the signature, validate headers and body, deduplicate on `X-Request-UUID`, store the
-delivery (the outbox) and only then answer; processing is enqueued by task name on queue
-`events`. A broker that is down costs nothing: the delivery is stored and beat re-enqueues
-it. A database that is down answers 503 so Bitbucket tries again. Bitbucket is never called.
+Verify the signature (on the raw bytes), validate headers and body, deduplicate on
+`X-Request-UUID` and on the body's hash, store the delivery (the outbox) and only then answer;
+processing is enqueued by task name on queue `events`. A broker that is down costs nothing:
+the delivery is stored and beat re-enqueues it. A database that is down costs nothing either
+while Redis answers: the delivery waits in the Redis spool (202) and is drained into the outbox
+in order once the database is back; only when neither can take it the answer is 503, so
+Bitbucket tries again. Bitbucket is never called.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import ValidationError
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.webhooks import (
     HANDLED_EVENTS,
     DeliveryHeadersSchema,
+    UnusableBody,
     load_event,
+    parse_body,
     signature_valid,
+    storable_text,
 )
-from app.models import DeliveryStatus, WebhookDelivery, utcnow
+from app.outbox import (
+    DeliverySpool,
+    IncomingDelivery,
+    database_unavailable,
+    enqueue_stored,
+    store_deliveries,
+)
+from app.runtime import Runtime
 from app.tasks import PROCESS_DELIVERY, enqueue_safely
 from app.telemetry import record_ingress
 from app.web import runtime
@@ -43,6 +56,8 @@ KEPT_HEADERS = (
     "User-Agent",
     "Content-Type",
 )
+# Bitbucket's own values are a few dozen characters; anything longer is not a delivery.
+MAX_HEADER_CHARS = 1024
 
 
 def _error(status: int, error: str, message: str, **extra: Any) -> Any:
@@ -72,11 +87,18 @@ def _receive() -> Any:
         return _error(
             401, "invalid_signature", "X-Hub-Signature missing or not the HMAC-SHA256 of the body"
         )
+    # Header names are case-insensitive; the schema names them as Bitbucket spells them.
+    # A repeated header arrives joined with commas, and fails its pattern like any bad value.
+    kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
+    too_long = {
+        n: [f"longer than {MAX_HEADER_CHARS} characters"]
+        for n, v in kept.items()
+        if len(v) > MAX_HEADER_CHARS
+    }
+    if too_long:
+        return _error(400, "invalid_headers", "webhook headers are too long", fields=too_long)
     try:
-        # Header names are case-insensitive; the schema names them as Bitbucket spells them.
-        headers = _headers_schema.load(
-            {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-        )
+        headers = _headers_schema.load(kept)
     except ValidationError as exc:
         return _error(
             400,
@@ -85,11 +107,9 @@ def _receive() -> Any:
             fields=exc.messages,
         )
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return _error(400, "invalid_json", f"body is not JSON: {exc}")
-    except RecursionError:
-        return _error(400, "invalid_json", "body is nested too deeply")
+        body, sanitized = parse_body(raw)
+    except UnusableBody as exc:
+        return _error(400, "invalid_json", str(exc))
     event_key = headers["event_key"]
     handled = event_key in HANDLED_EVENTS
     repository: dict[str, Any] = {}
@@ -106,60 +126,82 @@ def _receive() -> Any:
     elif not isinstance(body, dict):
         return _error(400, "invalid_body", "body must be a JSON object")
 
-    delivery = WebhookDelivery(
+    stored_headers, headers_sanitized = _storable_headers(kept)
+    delivery = IncomingDelivery(
         request_uuid=headers["request_uuid"].strip("{}").lower(),
         hook_uuid=headers["hook_uuid"],
         event_key=event_key,
         attempt=headers["attempt"],
-        headers={k: request.headers[k] for k in KEPT_HEADERS if k in request.headers},
-        body=body,
+        headers=stored_headers,
+        raw=raw,
+        handled=handled,
         repository_uuid=repository.get("uuid"),
         repository_full_name=repository.get("full_name"),
-        # Optimistically `queued`: one transaction on the common path. If the broker turns
-        # out to be down it goes back to `pending`; a crash in between leaves it `queued`,
-        # which the requeue task also sends again after a while.
-        status=(DeliveryStatus.QUEUED if handled else DeliveryStatus.IGNORED).value,
-        enqueued_at=utcnow() if handled else None,
+        body=body,
+        sanitized=sanitized or headers_sanitized,
     )
-    session = rt.sessions()
+    if sanitized:
+        log.warning(
+            "delivery body sanitised: unstorable text replaced",
+            extra={"request_uuid": delivery.request_uuid, "event": event_key},
+        )
+    spool = DeliverySpool(rt.redis, settings.spool_max_entries)
+    if spool.waiting():
+        # Older deliveries wait for the database: queue behind them, so the outbox keeps the
+        # order Bitbucket sent them in, and try to move them all once this answer is sent.
+        return _spooled(rt, spool, delivery, drain=True)
     try:
-        session.add(delivery)
-        session.commit()
-        delivery_id = delivery.id
-    except IntegrityError:
-        session.rollback()
-        return jsonify(status="duplicate", request_uuid=delivery.request_uuid), 200
+        with rt.sessions.begin() as session:
+            inserted = store_deliveries(session, [delivery])
     except SQLAlchemyError as exc:
-        session.rollback()
-        log.error(
-            "delivery not stored: database unavailable",
+        if not database_unavailable(exc):
+            raise
+        log.warning(
+            "database unavailable; delivery goes to the spool",
             extra={"request_uuid": delivery.request_uuid, "error": type(exc).__name__},
         )
-        return _error(503, "database_unavailable", "delivery not stored; retry later")
-    finally:
-        session.close()
+        return _spooled(rt, spool, delivery, drain=False)
+    delivery_id = inserted.get(delivery.request_uuid)
+    if delivery_id is None:
+        return jsonify(status="duplicate", request_uuid=delivery.request_uuid), 200
     if not handled:
         return jsonify(status="ignored", event=event_key, delivery=delivery_id), 202
-    queued = enqueue_safely(
-        current_app.extensions["bbsync.producer"], PROCESS_DELIVERY, delivery_id
-    )
-    if not queued:
-        _mark_pending(delivery_id)
+    queued = enqueue_stored(rt.sessions, [delivery_id], _enqueuer()) == 1
     return jsonify(status="accepted", delivery=delivery_id, queued=queued), 202
 
 
-def _mark_pending(delivery_id: int) -> None:
-    """Back to `pending` for the requeue task, since the broker did not take it."""
+def _storable_headers(kept: dict[str, str]) -> tuple[dict[str, str], bool]:
+    """The kept headers as stored: text the database cannot hold is replaced (as in bodies)."""
+    cleaned = {name: storable_text(value) for name, value in kept.items()}
+    return cleaned, cleaned != kept
+
+
+def _enqueuer() -> Callable[[int], bool]:
+    producer = current_app.extensions["bbsync.producer"]
+    return lambda delivery_id: enqueue_safely(producer, PROCESS_DELIVERY, delivery_id)
+
+
+def _spooled(rt: Runtime, spool: DeliverySpool, delivery: IncomingDelivery, drain: bool) -> Any:
+    if not spool.add(delivery):
+        log.error(
+            "delivery not stored: database and spool unavailable",
+            extra={"request_uuid": delivery.request_uuid},
+        )
+        return _error(503, "database_unavailable", "delivery not stored; retry later")
+    response: Response = jsonify(status="spooled", request_uuid=delivery.request_uuid)
+    response.status_code = 202
+    if drain:
+        enqueue = _enqueuer()
+        response.call_on_close(lambda: _drain_after_answer(rt, spool, enqueue))
+    return response
+
+
+def _drain_after_answer(rt: Runtime, spool: DeliverySpool, enqueue: Callable[[int], bool]) -> None:
+    """Runs once the answer is sent: Bitbucket never waits for the drain."""
     try:
-        with runtime().sessions.begin() as session:
-            session.execute(
-                update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == delivery_id,
-                    WebhookDelivery.status == DeliveryStatus.QUEUED.value,
-                )
-                .values(status=DeliveryStatus.PENDING.value, enqueued_at=None)
-            )
-    except SQLAlchemyError:
-        # Stored as `queued`: the requeue task sends it once it has waited long enough.
-        log.warning("delivery left queued without a broker", extra={"delivery": delivery_id})
+        spool.drain(rt.sessions, enqueue, limit=1000)
+    except SQLAlchemyError as exc:
+        # Still down: the deliveries stay in the spool for the next request or beat's drain.
+        log.info("spool not drained: database unavailable", extra={"error": type(exc).__name__})
+    except redis.RedisError as exc:
+        log.warning("spool not drained: redis unavailable", extra={"error": type(exc).__name__})

@@ -25,7 +25,7 @@ class WebhookReceiver:
     status: int = 200
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedRequest]:
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[ReceivedRequest]:
         with self.arrived:
             self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
             return list(self.requests)
