@@ -108,6 +108,7 @@ class Settings:
     webhook_max_bytes: int = 512 * 1024
     push_coalesce_seconds: float = 5.0
     requeue_after_seconds: int = 60
+    refresh_attempts: int = 5
     api_tokens: tuple[Secret, ...] = ()
     activity_interval_seconds: int = 6 * 3600
     reconcile_pipelines: bool = True
@@ -307,6 +308,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ),
         requeue_after_seconds=whole_number(
             "BBSYNC_REQUEUE_AFTER_SECONDS", get("BBSYNC_REQUEUE_AFTER_SECONDS", "60")
+        ),
+        refresh_attempts=whole_number(
+            "BBSYNC_REFRESH_ATTEMPTS", get("BBSYNC_REFRESH_ATTEMPTS", "5")
         ),
         rate_limit_per_hour=whole_number(
             "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")

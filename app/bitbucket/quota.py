@@ -33,15 +33,19 @@ class QuotaWatch:
         self._calls += 1
         if self._calls % CHECK_EVERY:
             return
+        # Alerts are telemetry: a Redis fault here never fails the call that was made (the
+        # budget itself reports Redis trouble on the next `acquire`).
         try:
             snapshot = self.budget.snapshot()
+            used_percent = 100 * snapshot.used / snapshot.limit
+            if used_percent < self.warn_percent:
+                return
+            marker = f"{ALERTS_KEY}/near-limit/{self.budget.fingerprint}"
+            first = self.redis.set(marker, "1", nx=True, ex=self.budget.window_seconds)
         except redis.RedisError:
-            return  # the budget itself reports Redis trouble on the next call
-        used_percent = 100 * snapshot.used / snapshot.limit
-        if used_percent < self.warn_percent:
+            log.warning("quota not checked: Redis did not answer")
             return
-        marker = f"{ALERTS_KEY}/near-limit/{self.budget.fingerprint}"
-        if self.redis.set(marker, "1", nx=True, ex=self.budget.window_seconds):
+        if first:
             message = (
                 f"Bitbucket budget {used_percent:.0f}% used ({snapshot.used}/{snapshot.limit} "
                 f"calls in the window); backfill stops at {snapshot.limit - snapshot.reserve}"
