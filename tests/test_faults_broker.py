@@ -95,6 +95,12 @@ def env_for(database_url: str, redis_url: str, broker_url: str, **extra: str) ->
     }
 
 
+def send(broker_url: str, task: str, countdown: float | None = None) -> None:
+    """Send with kombu's publish retry: a pooled connection the restart broke is replaced
+    (the web process instead leaves such a delivery to the requeue)."""
+    producer(broker_url).send_task(task, countdown=countdown, retry=True)
+
+
 def runs(redis_url: str, task: str) -> int:
     client = redis.Redis.from_url(redis_url)
     try:
@@ -159,7 +165,7 @@ def test_a_worker_holding_a_countdown_task_survives_a_broker_restart(
     # The worker's connect hook sends a requeue: the first run says it is consuming.
     wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) >= 1, 90, "worker ready")
     # A countdown task under acks_late: the worker holds it unacknowledged.
-    enqueue(producer(broker.url()), PRUNE_ACTIVITY, countdown=3600)
+    send(broker.url(), PRUNE_ACTIVITY, countdown=3600)
     wait_until(lambda: "bbsync.activity.prune" in worker_log(tmp_path), 30, "task received")
 
     broker.stop()
@@ -179,7 +185,7 @@ def test_a_worker_holding_a_countdown_task_survives_a_broker_restart(
     assert worker.poll() is None, worker_log(tmp_path)[-3000:]
     assert "Unrecoverable error" not in worker_log(tmp_path)
 
-    enqueue(producer(broker.url()), PRUNE_ACTIVITY)
+    send(broker.url(), PRUNE_ACTIVITY)
     wait_until(lambda: runs(redis_url, PRUNE_ACTIVITY) >= 1, 60, "a task after the restart")
     assert worker.poll() is None
     print(f"\n{type(broker).__name__}: worker consuming again {resumed:.1f}s after restart")

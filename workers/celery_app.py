@@ -112,9 +112,12 @@ class RequeueOnConnect(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         lost_at, self.lost_at = self.lost_at, None
         try:
-            parent.app.send_task(REQUEUE_DELIVERIES, kwargs={"lost_at": lost_at}, retry=False)
-        except parent.connection_errors as exc:
-            # Down again already: the next reconnection (or beat) sends it.
+            # With the default publish retry: the producer pool's connections died with the
+            # broker and are re-established here.
+            parent.app.send_task(REQUEUE_DELIVERIES, kwargs={"lost_at": lost_at})
+        except Exception as exc:
+            # Whatever went wrong, this hook must never stop the consumer (an exception here
+            # ends the worker). Down again already: the next reconnection, or beat, sends it.
             self.lost_at = lost_at or time.time()
             log.warning("requeue after reconnect not sent", extra={"error": type(exc).__name__})
         else:
