@@ -2,7 +2,7 @@
 
 Workspaces and their last syncs, entities by kind, the budget over the last hour (calls per
 minute by endpoint family against the limit, 429s marked), recent deliveries and failures,
-unusable catalog files, quota alerts and the token's age.
+unusable catalog files, repositories whose catalog refresh failed, quota alerts and the token's age.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from app.bitbucket.accounting import MINUTE_KEY
 from app.bitbucket.quota import alert_counts
 from app.credentials_age import token_age_notice
 from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, WebhookDelivery, Workspace
+from app.sync.refresh_failures import stale_repositories
 from app.web import runtime
 
 status_page = Blueprint("status_page", __name__)
@@ -173,4 +174,5 @@ def _database_figures(session: Any) -> dict[str, Any]:
         "deliveries": deliveries,
         "failed_deliveries": failures,
         "broken_files": broken,
+        "stale_repositories": stale_repositories(session),
     }
