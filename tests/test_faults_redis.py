@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import select
+from werkzeug.serving import BaseWSGIServer
 
 from app.bitbucket.accounting import CallLedger
 from app.bitbucket.auth import TokenSource
@@ -17,13 +19,18 @@ from app.bitbucket.budget import RateBudget
 from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.errors import BudgetUnavailable, RetryLater
 from app.bitbucket.quota import QuotaWatch
-from app.config import Settings
+from app.config import Settings, settings_from_env
+from app.models import CatalogEntity, WebhookDelivery
+from app.runtime import Runtime
+from app.sync.workspace import WorkspaceSync
 from app.tasks import SYNC_REPOSITORIES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
+from tests.conftest import API_TOKEN, migrate
 from tests.fault_support import PrivateRedis, wait_until
 from tests.test_client import oauth_env
+from tests.test_faults_refresh import ingress, install_hook  # noqa: F401  (fixture)
 from tests.test_worker import WorkerFactory, start_worker, wait_for_run  # noqa: F401
+from tests.webhook_support import SECRET
 
 
 @pytest.fixture
@@ -135,3 +142,71 @@ def test_a_worker_whose_redis_stops_retries_the_sync_and_finishes_it(
     assert run.counts["seen"] == 20
     assert worker.poll() is None
     assert "raised unexpected" not in log()
+
+
+def test_a_push_while_redis_is_down_still_refreshes_the_catalog_once_it_returns(
+    sim_factory: Callable[..., SimProcess],
+    postgres_url: str,
+    redis_url: str,
+    private_redis: PrivateRedis,
+    start_worker: WorkerFactory,  # noqa: F811
+    ingress: Callable[[Runtime], BaseWSGIServer],  # noqa: F811
+) -> None:
+    migrate(postgres_url)
+    sim = sim_factory(repos=8, seed=5, access_token="sim-token", webhook_retry_delay=0.2)
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": private_redis.url(),
+        "CELERY_BROKER_URL": redis_url,
+        "BITBUCKET_API_URL": sim.api_url,
+        "BITBUCKET_WORKSPACES": "acme",
+        "BITBUCKET_ACCESS_TOKEN": "sim-token",
+        "BITBUCKET_WEBHOOK_SECRET": SECRET,
+        "BBSYNC_API_TOKENS": API_TOKEN,
+        "LOG_FORMAT": "json",
+    }
+    rt = Runtime(settings_from_env(env))
+    with rt.sessions() as session:
+        WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
+    install_hook(sim, ingress(rt))
+    start_worker(env)
+    slug = next(r["slug"] for r in sim.repositories() if r["catalog_layout"] == "single")
+    private_redis.stop()
+    descriptor = (
+        "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n"
+        "  name: pushed-while-redis-down\nspec:\n  type: service\n  lifecycle: production\n"
+        "  owner: group:default/team\n"
+    )
+    sim.admin("POST", f"repos/{slug}/push", json={"files": {"catalog-info.yaml": descriptor}})
+
+    def processed() -> bool:
+        with rt.sessions() as session:
+            return (
+                session.scalars(
+                    select(WebhookDelivery).where(
+                        WebhookDelivery.event_key == "repo:push",
+                        WebhookDelivery.status == "processed",
+                    )
+                ).first()
+                is not None
+            )
+
+    # The push names no API call: it is applied without Redis, and its catalog read is sent
+    # uncoalesced; that read waits (retries) for the budget, in Redis, to answer again.
+    wait_until(processed, 90, "the push processed")
+    private_redis.start()
+
+    def served() -> bool:
+        with rt.sessions() as session:
+            return (
+                session.scalars(
+                    select(CatalogEntity).where(
+                        CatalogEntity.name == "pushed-while-redis-down",
+                        CatalogEntity.deleted_at.is_(None),
+                    )
+                ).first()
+                is not None
+            )
+
+    wait_until(served, 120, "the pushed descriptor in the catalog")
+    rt.engine.dispose()

@@ -43,6 +43,21 @@ def ingress() -> Iterator[Callable[[Runtime], BaseWSGIServer]]:
         server.shutdown()
 
 
+def install_hook(sim: SimProcess, server: BaseWSGIServer) -> None:
+    """The simulator's webhook for every handled event, to this ingress, as an operator does."""
+    requests.post(
+        f"{sim.api_url}/workspaces/acme/hooks",
+        headers={"Authorization": "Bearer sim-token"},
+        json={
+            "url": f"http://127.0.0.1:{server.server_port}/webhooks/bitbucket",
+            "active": True,
+            "events": list(HANDLED_EVENTS),
+            "secret": SECRET,
+        },
+        timeout=10,
+    ).raise_for_status()
+
+
 def delivery_for(rt: Runtime, slug: str) -> WebhookDelivery | None:
     with rt.sessions() as session:
         return session.scalars(
@@ -86,18 +101,7 @@ def test_a_failing_catalog_refresh_is_retried_then_shown_stale_and_mended(
     rt = Runtime(settings_from_env(env))
     with rt.sessions() as session:
         WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
-    server = ingress(rt)
-    requests.post(
-        f"{sim.api_url}/workspaces/acme/hooks",
-        headers={"Authorization": "Bearer sim-token"},
-        json={
-            "url": f"http://127.0.0.1:{server.server_port}/webhooks/bitbucket",
-            "active": True,
-            "events": list(HANDLED_EVENTS),
-            "secret": SECRET,
-        },
-        timeout=10,
-    ).raise_for_status()
+    install_hook(sim, ingress(rt))
     start_worker(env)
     slug = next(r["slug"] for r in sim.repositories() if r["catalog_layout"] == "single")
     # Every read of this repository's files fails until the fault is lifted.

@@ -165,11 +165,15 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
     try:
         for repository_id in dict.fromkeys(refresh):
             schedule_catalog_refresh(self, repository_id, delivery_id)
-    except (OperationalError, *self.app.connection_for_write().connection_errors):
+    except (OperationalError, *self.app.connection_for_write().connection_errors) as exc:
         # The broker went away between the commit and the send: processing is idempotent,
         # so the requeue processes the delivery again and schedules the read then.
         _back_to_pending(self, delivery_id)
-        raise
+        log.warning(
+            "catalog refresh not sent; delivery left for the requeue",
+            extra={"delivery": delivery_id, "error": type(exc).__name__},
+        )
+        return f"{summary}; catalog refresh left for the requeue"
     return summary
 
 
