@@ -231,14 +231,14 @@ def test_deliveries_held_back_by_a_broker_outage_go_as_soon_as_it_returns(
 
 def test_requeue_never_puts_a_processed_delivery_back(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    database_url: str,
     redis_url: str,
     start_worker: WorkerFactory,  # noqa: F811
 ) -> None:
-    migrate(postgres_url)
+    migrate(database_url)
     sim = sim_factory(repos=6, access_token="sim-token", rate_limit="100000/h")
     env = env_for(
-        postgres_url,
+        database_url,
         redis_url,
         redis_url,
         BITBUCKET_API_URL=sim.api_url,
