@@ -23,6 +23,7 @@ from app.runtime import Runtime
 from app.sync.activity import ActivityCoverage, ActivityReconcile, activity_coverage
 from app.sync.catalog import CatalogProgress
 from app.sync.people import PeopleSync
+from app.sync.refresh_failures import stale_repositories
 from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
 from app.tasks import RECONCILE_ACTIVITY, SYNC_MEMBERS, SYNC_WORKSPACE, enqueue, producer
@@ -253,6 +254,9 @@ def _workspace_lines(session: Any, settings: Settings) -> list[str]:
         if workspace is not None:
             lines.extend(_parse_error_lines(session, workspace))
             lines.append(_coverage_line(activity_coverage(session, slug, settings)))
+    for stale in stale_repositories(session):
+        since = stale.since.isoformat(timespec="seconds")
+        lines.append(f"STALE {stale.full_name}: catalog refresh failed at {since}: {stale.reason}")
     return lines
 
 

@@ -97,6 +97,7 @@ class Settings:
     push_coalesce_seconds: float = 5.0
     requeue_after_seconds: int = 60
     spool_max_entries: int = 50_000  # deliveries kept in Redis while the database is down
+    refresh_attempts: int = 5
     api_tokens: tuple[Secret, ...] = ()
     activity_interval_seconds: int = 15 * 60
     activity_share: float = 0.15  # of the hourly window, for scheduled activity reconciliation
@@ -311,6 +312,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ),
         spool_max_entries=whole_number(
             "BBSYNC_SPOOL_MAX_ENTRIES", get("BBSYNC_SPOOL_MAX_ENTRIES", "50000"), minimum=0
+        ),
+        refresh_attempts=whole_number(
+            "BBSYNC_REFRESH_ATTEMPTS", get("BBSYNC_REFRESH_ATTEMPTS", "5")
         ),
         rate_limit_per_hour=whole_number(
             "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")

@@ -7,6 +7,7 @@ code; `workers/` registers its tasks under the same names.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Celery
@@ -68,15 +69,33 @@ def enqueue(app: Celery, name: str, *args: Any, countdown: float | None = None) 
     return str(result.id)
 
 
+# When this process's first failed send happened, while its broker is failing (per process).
+_broker_lost_at: float | None = None
+
+
 def enqueue_safely(app: Celery, name: str, *args: Any, countdown: float | None = None) -> bool:
     """Like `enqueue`, but a broker that is down gives False instead of an error: the caller
-    has stored what the task needs, and a scheduled requeue sends it later."""
+    has stored what the task needs, and a scheduled requeue sends it later.
+
+    The first send that works after failures also sends the requeue at once, so what the
+    outage held back goes as soon as the broker answers, not at beat's next requeue.
+    """
+    global _broker_lost_at
     try:
         enqueue(app, name, *args, countdown=countdown)
-        return True
     except Exception as exc:
         log.warning(
             "broker unavailable; task left for the requeue",
             extra={"task": name, "error": type(exc).__name__},
         )
+        if _broker_lost_at is None:
+            _broker_lost_at = time.time()
         return False
+    lost_at, _broker_lost_at = _broker_lost_at, None
+    if lost_at is not None and name != REQUEUE_DELIVERIES:
+        log.info("broker answers again; requeueing what it missed", extra={"lost_at": lost_at})
+        try:
+            app.send_task(REQUEUE_DELIVERIES, kwargs={"lost_at": lost_at}, retry=False)
+        except Exception:
+            _broker_lost_at = lost_at  # gone again: the next send that works tries again
+    return True

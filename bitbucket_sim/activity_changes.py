@@ -285,6 +285,15 @@ def add_member(sim: Simulator, body: dict[str, Any]) -> Account:
     return account
 
 
+def remove_group(sim: Simulator, slug: str) -> None:
+    """Delete a workspace group and the repository permissions it granted."""
+    ws = sim.workspace
+    if ws.groups.pop(slug, None) is None:
+        raise not_found(f"Group {slug} not found")
+    for repo in ws.repositories.values():
+        repo.group_permissions.pop(slug, None)
+
+
 def remove_member(sim: Simulator, key: str) -> Account:
     """Remove a member from the workspace, its groups and repository permissions.
 

@@ -147,6 +147,7 @@ def test_a_sync_and_webhook_events_reach_a_provider_in_order(
         "Edited-By-Push"
     )
     assert ref_of(descriptor) not in mirror.entities
+    assert sim.admin("DELETE", f"repos/{plain['slug']}").status_code < 300
     summary, _ = process(
         rt, "repo:deleted", {"repository": repository(plain["slug"], plain["uuid"], sim.api_url)}
     )

@@ -6,11 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import requests
 
+from tests.conftest import REDIS_TEST_URL
 from tests.test_webhook_flow import System, descriptor, system
 
 __all__ = ["system"]  # the running system, a fixture
+
+
+@pytest.fixture(scope="module")
+def broker_url() -> str:
+    """The webhook flow covers both brokers; the change feed does not depend on which."""
+    return REDIS_TEST_URL
 
 
 class HttpMirror:

@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from app.models import AccessAudit, CatalogEntity, RepositoryPermission, WorkspaceMember
+from app.models import (
+    AccessAudit,
+    BitbucketGroup,
+    CatalogEntity,
+    RepositoryPermission,
+    WorkspaceMember,
+)
 from app.runtime import Runtime
 from app.sync.people import PeopleSync
 from app.sync.workspace import WorkspaceSync
@@ -257,3 +264,42 @@ def test_pipeline_trigger_for_writers_only_with_a_verified_user_token(
     # Only a proven user's refusal is stored; bad tokens are counted in /metrics instead.
     refused = audits(rt, "pipeline_trigger_refused")
     assert [r.detail["status"] for r in refused] == [403]
+
+
+def group_listing(sim: SimProcess) -> list[dict[str, Any]]:
+    response = requests.get(
+        f"{sim.url}/1.0/groups/acme", headers={"Authorization": "Bearer sim-token"}, timeout=10
+    )
+    response.raise_for_status()
+    groups: list[dict[str, Any]] = response.json()
+    return groups
+
+
+def test_a_groups_listing_that_suddenly_shrinks_removes_no_group(
+    people: tuple[SimProcess, Runtime],
+) -> None:
+    sim, rt = people
+    first = sync_people(rt)
+    assert first.counts["groups"] >= 3
+    team = {name: e for name, e in live(rt, "Group").items() if e.source == "people"}
+    slugs = [g["slug"] for g in group_listing(sim)]
+    for slug in slugs[:-1]:
+        assert sim.admin("DELETE", f"groups/{slug}").status_code == 204
+    run = sync_people(rt)
+    assert run.counts["groups"] == 1
+    assert run.error and "group sweep refused" in run.error
+    assert audits(rt, "group_removed") == []
+    assert set(team) <= set(live(rt, "Group"))
+    with rt.sessions() as session:
+        assert all(g.removed_at is None for g in session.scalars(select(BitbucketGroup)))
+
+
+def test_one_group_gone_is_removed_with_an_audit_row(people: tuple[SimProcess, Runtime]) -> None:
+    sim, rt = people
+    sync_people(rt)
+    slug = group_listing(sim)[0]["slug"]
+    assert sim.admin("DELETE", f"groups/{slug}").status_code == 204
+    run = sync_people(rt)
+    assert run.error is None
+    (row,) = audits(rt, "group_removed")
+    assert row.subject == slug

@@ -29,6 +29,7 @@ from app.sync.workspace import WorkspaceSync
 from app.tasks import REQUEUE_DELIVERIES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import API_TOKEN, PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
+from tests.fault_support import PrivateRabbit
 from tests.webhook_support import SECRET, pullrequest_body
 
 
@@ -90,8 +91,25 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
     )
 
 
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The whole flow runs on each broker the README offers: Redis, and RabbitMQ."""
+    if request.param == "redis":
+        yield REDIS_TEST_URL
+        return
+    why_not = PrivateRabbit.ensure_running()
+    if why_not:
+        pytest.skip(why_not)
+    rabbit = PrivateRabbit()
+    rabbit.create()
+    try:
+        yield rabbit.url()
+    finally:
+        rabbit.delete()
+
+
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterator[System]:
     logs = tmp_path_factory.mktemp("flow")
     name = f"bbsync_flow_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
@@ -108,7 +126,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": REDIS_TEST_URL,
-            "CELERY_BROKER_URL": REDIS_TEST_URL,
+            "CELERY_BROKER_URL": broker_url,
             "BITBUCKET_API_URL": sim.api_url,
             "BITBUCKET_WORKSPACES": "acme",
             "BITBUCKET_ACCESS_TOKEN": "sim-token",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import task_postrun, task_prerun, worker_process_init
 from kombu import Queue
 
@@ -26,6 +27,8 @@ from app.tasks import (
 )
 from app.telemetry import record_task
 from workers.base import bind_runtime, current_runtime
+
+log = logging.getLogger(__name__)
 
 # Long enough for a full sync of a large workspace; the Redis broker re-delivers an unacked
 # task after `visibility_timeout`, so it must exceed the longest task.
@@ -51,7 +54,14 @@ def create_celery(settings: Settings) -> Celery:
         task_soft_time_limit=SYNC_TIME_LIMIT,
         broker_transport_options={"visibility_timeout": SYNC_TIME_LIMIT + 600},
         result_expires=24 * 3600,
+        # Nothing reads task results: storing them only made a task that had done its work
+        # fail when Redis (the result backend) hiccupped at the end.
+        task_ignore_result=True,
         broker_connection_retry_on_startup=True,
+        # A broker outage costs time, never the worker: keep reconnecting however long it
+        # lasts (Celery's default gives up after 100 attempts, about 45 minutes).
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
         # Events let Flower show every queue and task.
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -60,6 +70,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
     )
     app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
+    app.steps["consumer"].add(RequeueOnConnect)
     bind_runtime(app, Runtime(settings))
     return app
 
@@ -91,6 +102,40 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": float(max(5, settings.requeue_after_seconds // 2)),
         },
     }
+
+
+class RequeueOnConnect(bootsteps.StartStopStep):
+    """Each time the worker (re)connects to its broker, send what an outage held back.
+
+    Deliveries that arrived while the broker was down are `pending`; those queued before it
+    went away may be gone with it (a Redis broker without persistence). Without this they
+    would wait for beat's requeue (`BBSYNC_REQUEUE_AFTER_SECONDS`, 10 minutes for queued).
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.lost_at: float | None = None
+
+    def start(self, parent: Any) -> None:
+        lost_at, self.lost_at = self.lost_at, None
+        try:
+            # With the default publish retry: the producer pool's connections died with the
+            # broker and are re-established here.
+            parent.app.send_task(REQUEUE_DELIVERIES, kwargs={"lost_at": lost_at})
+        except Exception as exc:
+            # Whatever went wrong, this hook must never stop the consumer (an exception here
+            # ends the worker). Down again already: the next reconnection, or beat, sends it.
+            self.lost_at = lost_at or time.time()
+            log.warning("requeue after reconnect not sent", extra={"error": type(exc).__name__})
+        else:
+            log.info("broker connected; pending deliveries requeued", extra={"lost_at": lost_at})
+
+    def stop(self, parent: Any) -> None:
+        # Called when the connection is lost (before the reconnect) and at shutdown.
+        if self.lost_at is None:
+            self.lost_at = time.time()
 
 
 _started: dict[str, float] = {}

@@ -5,24 +5,39 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 import sentry_sdk
 from celery import shared_task
 from celery.exceptions import Retry
+from kombu.exceptions import OperationalError
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.bitbucket.budget import Priority
+from app.bitbucket.budget import Priority, shared_state
+from app.bitbucket.errors import (
+    BudgetExhausted,
+    BudgetPaused,
+    BudgetUnavailable,
+    RateLimited,
+    RetryLater,
+)
 from app.catalog.changes import prune_changes
 from app.credentials_age import token_age_notice
+from app.logs import log_fields
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.outbox import DeliverySpool, database_unavailable
 from app.sync.activity import ActivityReconcile, activity_call_cap, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
 from app.sync.people import PeopleSync
+from app.sync.refresh_failures import (
+    clear_refresh_failure,
+    clear_workspace_refresh_failures,
+    record_refresh_failure,
+)
 from app.sync.repositories import RepositorySync
 from app.sync.workspace import WorkspaceSync
 from app.tasks import (
@@ -69,6 +84,8 @@ def sync_workspace(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         result = WorkspaceSync(
             self.runtime.bitbucket(), session, session.commit, self.runtime.settings
         ).run(workspace)
+        if result.catalog.status == "succeeded" and not result.catalog.counts.get("failures"):
+            clear_workspace_refresh_failures(session, workspace)
         return {
             "repositories": {"run_id": result.repositories.id, **result.repositories.counts},
             "catalog": {"run_id": result.catalog.id, **result.catalog.counts},
@@ -85,27 +102,36 @@ def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         return {"run_id": run.id, "status": run.status, "api_calls": run.api_calls, **run.counts}
 
 
-def schedule_catalog_refresh(task: BbsyncTask, repository_id: int) -> str:
+def schedule_catalog_refresh(task: BbsyncTask, repository_id: int, delivery_id: int) -> str:
     """Coalesce the catalog reads of a burst of pushes to one repository.
 
     The first push after a quiet spell is read at once (fresh within a second); pushes within
     the next `push_coalesce_seconds` share one trailing read at the end of that window, which
     sees all of them. So a burst costs at most two reads per window, however many pushes.
+    `delivery_id` is the delivery the read answers for: marked failed if the read never works.
     """
     redis_client = task.runtime.redis
     window_ms = int(task.runtime.settings.push_coalesce_seconds * 1000)
     window = f"{REFRESH_KEY_PREFIX}{repository_id}"
-    if redis_client.set(window, "1", nx=True, px=window_ms):
-        task.app.send_task(REFRESH_REPOSITORY_CATALOG, args=[repository_id, False])
+    try:
+        if redis_client.set(window, "1", nx=True, px=window_ms):
+            when: str | float = "now"
+        else:
+            trailing = f"{window}/trailing"
+            if not redis_client.set(trailing, "1", nx=True, px=window_ms + 60_000):
+                return "coalesced"
+            when = max(0, int(redis_client.pttl(window) or 0)) / 1000  # type: ignore[arg-type]
+    except redis.RedisError:
+        # Coalescing is an optimisation: without Redis the read goes at once, uncoalesced.
+        log.warning("refresh not coalesced: Redis did not answer", extra={"delivery": delivery_id})
+        when = "now"
+    if when == "now":
+        task.app.send_task(REFRESH_REPOSITORY_CATALOG, args=[repository_id, False, delivery_id])
         return "now"
-    trailing = f"{window}/trailing"
-    if redis_client.set(trailing, "1", nx=True, px=window_ms + 60_000):
-        remaining_ms = max(0, int(redis_client.pttl(window) or 0))  # type: ignore[arg-type]
-        task.app.send_task(
-            REFRESH_REPOSITORY_CATALOG, args=[repository_id, True], countdown=remaining_ms / 1000
-        )
-        return "trailing"
-    return "coalesced"
+    task.app.send_task(
+        REFRESH_REPOSITORY_CATALOG, args=[repository_id, True, delivery_id], countdown=when
+    )
+    return "trailing"
 
 
 @shared_task(bind=True, base=BbsyncTask, name=PROCESS_DELIVERY, soft_time_limit=120, time_limit=150)
@@ -132,7 +158,8 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
             delivery.processing_ms = int((time.monotonic() - started) * 1000)
             delivery.tries = (delivery.tries or 0) + 1
             delivery.error = None
-    except Retry:
+    except Retry as retry:
+        _waiting_until(self, delivery_id, retry)
         raise
     except SQLAlchemyError as exc:
         if not database_unavailable(exc):
@@ -147,9 +174,50 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
         _record_failure(self, delivery_id, exc)
         raise
     # Only after the commit: the refresh must find what this delivery stored.
-    for repository_id in dict.fromkeys(refresh):
-        schedule_catalog_refresh(self, repository_id)
+    try:
+        for repository_id in dict.fromkeys(refresh):
+            schedule_catalog_refresh(self, repository_id, delivery_id)
+    except (OperationalError, *self.app.connection_for_write().connection_errors) as exc:
+        # The broker went away between the commit and the send: processing is idempotent,
+        # so the requeue processes the delivery again and schedules the read then.
+        _back_to_pending(self, delivery_id)
+        log.warning(
+            "catalog refresh not sent; delivery left for the requeue",
+            extra={"delivery": delivery_id, "error": type(exc).__name__},
+        )
+        return f"{summary}; catalog refresh left for the requeue"
     return summary
+
+
+def _waiting_until(task: BbsyncTask, delivery_id: int, retry: Retry) -> None:
+    """A retry waits in the broker for its countdown (budget, 429, 5xx): until it is due the
+    delivery is not stale, so the requeue must not send it again meanwhile."""
+    when = retry.when
+    due = when if isinstance(when, datetime) else utcnow() + timedelta(seconds=float(when or 0))
+    try:
+        with task.unit_of_work() as session:
+            session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == delivery_id,
+                    WebhookDelivery.status == DeliveryStatus.QUEUED.value,
+                )
+                .values(enqueued_at=due)
+                .execution_options(synchronize_session=False)
+            )
+    except SQLAlchemyError:
+        # Harmless: at worst the requeue sends it once more, and processing is idempotent.
+        log.warning("retry time not recorded", extra={"delivery": delivery_id})
+
+
+def _back_to_pending(task: BbsyncTask, delivery_id: int) -> None:
+    with task.unit_of_work() as session:
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id)
+            .values(status=DeliveryStatus.PENDING.value, enqueued_at=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _record_failure(task: BbsyncTask, delivery_id: int, exc: Exception) -> None:
@@ -162,6 +230,10 @@ def _record_failure(task: BbsyncTask, delivery_id: int, exc: Exception) -> None:
             delivery.processed_at = utcnow()
 
 
+# Waiting for budget is not a failed attempt; everything else (5xx, 401, database) is.
+BUDGET_WAITS = (BudgetExhausted, BudgetPaused, BudgetUnavailable, RateLimited)
+
+
 @shared_task(
     bind=True,
     base=BbsyncTask,
@@ -170,53 +242,121 @@ def _record_failure(task: BbsyncTask, delivery_id: int, exc: Exception) -> None:
     time_limit=330,
 )
 def refresh_repository_catalog(
-    self: BbsyncTask, repository_id: int, trailing: bool = False
+    self: BbsyncTask,
+    repository_id: int,
+    trailing: bool = False,
+    delivery_id: int | None = None,
+    attempt: int = 1,
 ) -> dict[str, Any]:
-    """Read one repository's catalog files now, on the webhook reserve."""
-    if trailing:
-        # From here on a new push schedules another trailing read: none is lost.
-        self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}/trailing")
-    with self.retrying(repository_id=repository_id), self.unit_of_work() as session:
-        return CatalogSync(
-            self.runtime.bitbucket(Priority.WEBHOOK),
-            session,
-            session.commit,
-            self.runtime.settings,
-        ).refresh_repository(repository_id)
+    """Read one repository's catalog files now, on the webhook reserve.
+
+    A failure is retried with backoff (`BBSYNC_REFRESH_ATTEMPTS` attempts); after the last
+    one the delivery is marked failed and the repository shown stale, with the reason.
+    """
+    attempts = self.runtime.settings.refresh_attempts
+    try:
+        with log_fields(
+            task=self.name,
+            task_id=self.request.id,
+            repository_id=repository_id,
+            delivery=delivery_id,
+        ):
+            if trailing:
+                # From here on a new push schedules another trailing read: none is lost.
+                with shared_state("catalog refresh window"):
+                    self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}/trailing")
+            with self.unit_of_work() as session:
+                result = CatalogSync(
+                    self.runtime.bitbucket(Priority.WEBHOOK),
+                    session,
+                    session.commit,
+                    self.runtime.settings,
+                ).refresh_repository(repository_id)
+                clear_refresh_failure(session, repository_id)
+                return result
+    except BUDGET_WAITS as exc:
+        # Waiting for budget (or for Redis, which holds it) is not a failed attempt.
+        raise self.retry(exc=exc, countdown=self.countdown(exc)) from None
+    except Exception as exc:
+        if attempt >= attempts:
+            _refresh_failed(self, repository_id, delivery_id, exc)
+            raise
+        countdown = self.countdown(exc if isinstance(exc, RetryLater) else RetryLater(str(exc)))
+        log.info(
+            "catalog refresh failed; will retry",
+            extra={
+                "repository_id": repository_id,
+                "attempt": attempt,
+                "reason": f"{type(exc).__name__}: {exc}"[:500],
+                "countdown": round(countdown),
+            },
+        )
+        raise self.retry(
+            args=[repository_id, False, delivery_id],
+            kwargs={"attempt": attempt + 1},
+            countdown=countdown,
+            exc=exc,
+        ) from None
+
+
+def _refresh_failed(
+    task: BbsyncTask, repository_id: int, delivery_id: int | None, exc: BaseException
+) -> None:
+    reason = f"{type(exc).__name__}: {exc}"
+    log.error(
+        "catalog refresh failed; repository stale",
+        extra={"repository_id": repository_id, "delivery": delivery_id, "reason": reason},
+    )
+    with task.unit_of_work() as session:
+        record_refresh_failure(session, repository_id, delivery_id, reason)
 
 
 @shared_task(bind=True, base=BbsyncTask, name=REQUEUE_DELIVERIES)
-def requeue_pending(self: BbsyncTask, limit: int = 500) -> int:
+def requeue_pending(self: BbsyncTask, limit: int = 500, lost_at: float | None = None) -> int:
     """Send again the deliveries the broker never got (it was down when they arrived), and
-    those queued long ago that no worker finished."""
+    those queued long ago that no worker finished.
+
+    `lost_at` (set by a worker that just got its broker back) is when the connection was
+    lost: then every pending delivery goes at once, and every queued one sent before the
+    outage, since the broker may have lost it.
+
+    Each row is claimed with a compare-and-set (`UPDATE … WHERE status still due`) in the
+    transaction that sends it, so a delivery a worker processed in between is never put
+    back to `queued`, and two requeues never send the same row twice.
+    """
     now = utcnow()
-    settings = self.runtime.settings
+    pending_before = now - timedelta(seconds=self.runtime.settings.requeue_after_seconds)
+    queued_before = now - STALE_QUEUED
+    if lost_at is not None:
+        pending_before = now
+        queued_before = max(queued_before, datetime.fromtimestamp(lost_at, UTC))
+    due = or_(
+        (WebhookDelivery.status == DeliveryStatus.PENDING.value)
+        & (WebhookDelivery.received_at < pending_before),
+        (WebhookDelivery.status == DeliveryStatus.QUEUED.value)
+        & (WebhookDelivery.enqueued_at < queued_before),
+    )
     with self.unit_of_work() as session:
-        stuck = session.scalars(
-            select(WebhookDelivery.id)
-            .where(
-                or_(
-                    (WebhookDelivery.status == DeliveryStatus.PENDING.value)
-                    & (
-                        WebhookDelivery.received_at
-                        < now - timedelta(seconds=settings.requeue_after_seconds)
-                    ),
-                    (WebhookDelivery.status == DeliveryStatus.QUEUED.value)
-                    & (WebhookDelivery.enqueued_at < now - STALE_QUEUED),
-                )
-            )
-            .order_by(WebhookDelivery.received_at)
-            .limit(limit)
+        candidates = session.scalars(
+            select(WebhookDelivery.id).where(due).order_by(WebhookDelivery.received_at).limit(limit)
         ).all()
-        for delivery_id in stuck:
+        if not candidates:
+            return 0
+        claimed = session.scalars(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_(candidates), due)
+            .values(status=DeliveryStatus.QUEUED.value, enqueued_at=now)
+            .returning(WebhookDelivery.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        # Sent before the commit: a send that fails rolls the claims back to their old state.
+        for delivery_id in sorted(claimed):
             self.app.send_task(PROCESS_DELIVERY, args=[delivery_id])
-        if stuck:
-            session.execute(
-                update(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(stuck))
-                .values(status=DeliveryStatus.QUEUED.value, enqueued_at=now)
-            )
-    return len(stuck)
+    log.info(
+        "deliveries requeued",
+        extra={"requeued": len(claimed), "after_outage": lost_at is not None},
+    )
+    return len(claimed)
 
 
 @shared_task(bind=True, base=BbsyncTask, name=DRAIN_SPOOL, soft_time_limit=120, time_limit=150)

@@ -14,13 +14,16 @@ import logging
 
 import redis
 import requests
+from redis.lock import Lock
 
-from app.bitbucket.budget import KEY_PREFIX
-from app.bitbucket.errors import BitbucketUnavailable, CredentialError
+from app.bitbucket.budget import KEY_PREFIX, shared_state
+from app.bitbucket.errors import BitbucketUnavailable, CredentialError, RetryLater
 from app.config import Credential, CredentialKind
 
 log = logging.getLogger(__name__)
 
+# How long a process waits for another one's renewal before its task retries later.
+RENEWAL_WAIT_SECONDS = 5.0
 # Renew this long before Bitbucket says the token expires, so no call carries a dying token.
 RENEW_MARGIN_SECONDS = 300
 
@@ -58,23 +61,37 @@ class TokenSource:
     def invalidate(self) -> None:
         """Forget a cached OAuth token that Bitbucket refused, so the next call asks anew."""
         if self._redis is not None and self.credential.kind is CredentialKind.OAUTH:
-            self._redis.delete(self._cache_key)
+            with shared_state("OAuth token cache"):
+                self._redis.delete(self._cache_key)
 
     def _oauth_token(self) -> str:
         assert self._redis is not None
-        cached = self._redis.get(self._cache_key)
-        if cached:
-            return cached.decode() if isinstance(cached, bytes) else str(cached)
-        # One process asks; the others wait for its answer instead of each asking.
-        with self._redis.lock(f"{self._cache_key}:lock", timeout=60, blocking_timeout=60):
+        with shared_state("OAuth token cache"):
             cached = self._redis.get(self._cache_key)
             if cached:
                 return cached.decode() if isinstance(cached, bytes) else str(cached)
-            token, expires_in = self._request_token()
-            ttl = max(30, int(expires_in) - RENEW_MARGIN_SECONDS)
-            self._redis.set(self._cache_key, token, ex=ttl)
-            log.info("oauth token obtained", extra={"expires_in": expires_in, "cached_for": ttl})
-            return token
+            # One process asks; the others wait briefly for its answer, then retry later
+            # (a task never holds its worker for the whole renewal).
+            lock = self._redis.lock(
+                f"{self._cache_key}:lock", timeout=60, blocking_timeout=RENEWAL_WAIT_SECONDS
+            )
+            if not lock.acquire():
+                raise RetryLater(
+                    "OAuth token being renewed by another process",
+                    endpoint="oauth",
+                    retry_after=RENEWAL_WAIT_SECONDS,
+                )
+            try:
+                cached = self._redis.get(self._cache_key)
+                if cached:
+                    return cached.decode() if isinstance(cached, bytes) else str(cached)
+                token, expires_in = self._request_token()
+                ttl = max(30, int(expires_in) - RENEW_MARGIN_SECONDS)
+                self._redis.set(self._cache_key, token, ex=ttl)
+            finally:
+                _release(lock)
+        log.info("oauth token obtained", extra={"expires_in": expires_in, "cached_for": ttl})
+        return token
 
     def _request_token(self) -> tuple[str, float]:
         url = self.credential.token_url
@@ -115,3 +132,12 @@ class TokenSource:
                 "OAuth token endpoint answered without an access_token", endpoint="oauth"
             ) from None
         return token, expires_in
+
+
+def _release(lock: Lock) -> None:
+    try:
+        lock.release()
+    except redis.RedisError:
+        # Expired or Redis gone: the lock times out by itself, and a token already cached
+        # stays valid, so there is nothing to undo.
+        log.info("oauth renewal lock not released; it expires by itself")

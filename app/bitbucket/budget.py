@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -159,13 +161,8 @@ class RateBudget:
 
         When Redis is unreachable no call may go out uncounted: `BudgetUnavailable`.
         """
-        try:
+        with shared_state("rate budget"):
             self._acquire(priority, cost)
-        except redis.RedisError as exc:
-            raise BudgetUnavailable(
-                f"rate budget unavailable: Redis did not answer ({type(exc).__name__})",
-                retry_after=UNAVAILABLE_RETRY_SECONDS,
-            ) from exc
 
     def _acquire(self, priority: Priority, cost: int) -> None:
         paused_for = self._read_state()
@@ -203,6 +200,10 @@ class RateBudget:
         With no `Retry-After`, wait until the window frees: the oldest call we made in the
         last window ages out (a whole window when we made none, e.g. another tool spent it).
         """
+        with shared_state("rate budget pause"):
+            return self._pause(retry_after)
+
+    def _pause(self, retry_after: float | None) -> float:
         now = time.time()
         if retry_after is not None and retry_after >= 0:
             until = now + retry_after
@@ -243,6 +244,19 @@ class RateBudget:
         self.redis.delete(self._pause_key, self._learned_key)
         self._announced = None
         self._learned_written = (0, 0.0)
+
+
+@contextmanager
+def shared_state(what: str) -> Iterator[None]:
+    """A Redis fault while reading or writing shared state (`what`) means "retry later":
+    `BudgetUnavailable`, which tasks turn into a retry with a countdown, never a failure."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise BudgetUnavailable(
+            f"{what} unavailable: Redis did not answer ({type(exc).__name__})",
+            retry_after=UNAVAILABLE_RETRY_SECONDS,
+        ) from exc
 
 
 def _utc(timestamp: float) -> datetime:

@@ -40,11 +40,14 @@ class QuotaWatch:
         self._calls += 1
         if self._calls % CHECK_EVERY:
             return
+        # Alerts are telemetry: a Redis fault here never fails the call that was made (the
+        # budget itself reports Redis trouble on the next `acquire`).
         for budget in self.budgets:
             try:
                 self._check(budget)
             except redis.RedisError:
-                return  # the budget itself reports Redis trouble on the next call
+                log.warning("quota not checked: Redis did not answer")
+                return
 
     def _check(self, budget: RateBudget) -> None:
         snapshot = budget.snapshot()

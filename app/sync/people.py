@@ -3,7 +3,8 @@ entities, and effective repository permissions a table a Backstage permission po
 
 Whatever Bitbucket stops listing is revoked here at the next sync (soft-deleted, with an audit
 row saying what and when), under the same guard as the catalog: a sync that would remove more
-than `BBSYNC_MAX_DELETE_SHARE` of the members (or permissions) at once is refused and reported.
+than `BBSYNC_MAX_DELETE_SHARE` of the members (or groups, or permissions) at once is refused
+and reported.
 Groups come from the 1.0 API, which Bitbucket keeps "temporarily": when it does not answer,
 the sync goes on without them and says so.
 """
@@ -99,8 +100,7 @@ class PeopleSync:
                 if (m.get("user") or {}).get("account_id")
             ]
             groups = self._groups(workspace)
-            refused = [self._apply_members(ws, members)]
-            self._apply_groups(ws, groups)
+            refused = [self._apply_members(ws, members), self._apply_groups(ws, groups)]
             refused.append(self._apply_permissions(ws))
             self._entities(ws, groups)
             run.error = "; ".join(r for r in refused if r) or None
@@ -246,9 +246,9 @@ class PeopleSync:
             )
         return None
 
-    def _apply_groups(self, ws: Workspace, groups: list[dict[str, Any]] | None) -> None:
+    def _apply_groups(self, ws: Workspace, groups: list[dict[str, Any]] | None) -> str | None:
         if groups is None:
-            return  # unknown is not empty: keep what we knew
+            return None  # unknown is not empty: keep what we knew
         now = utcnow()
         existing = {
             g.slug: g
@@ -270,10 +270,15 @@ class PeopleSync:
             )
             row.last_seen_at, row.removed_at = now, None
             self.session.add(row)
-        for slug in set(existing) - {g["slug"] for g in groups}:
-            if existing[slug].removed_at is None:
-                existing[slug].removed_at = now
-                audit(self.session, ws.slug, "group_removed", slug)
+        live = {slug for slug, g in existing.items() if g.removed_at is None}
+        gone = live - {g["slug"] for g in groups}
+        refused = self._refuse("group", len(gone), len(live))
+        if refused:
+            return refused
+        for slug in sorted(gone):
+            existing[slug].removed_at = now
+            audit(self.session, ws.slug, "group_removed", slug)
+        return None
 
     def _apply_permissions(self, ws: Workspace) -> str | None:
         now = utcnow()

@@ -25,6 +25,7 @@ from app.bitbucket.accounting import shared_call_totals
 from app.bitbucket.quota import alert_counts
 from app.models import CatalogEntity, SyncRun, WebhookDelivery, utcnow
 from app.runtime import Runtime
+from app.sync.refresh_failures import stale_count
 from app.tasks import QUEUES
 from app.telemetry import ingress_histogram, task_figures, unauthenticated_counts
 from app.web import runtime
@@ -164,6 +165,11 @@ class SharedStateCollector(Collector):
                 "bbsync_webhook_lag_seconds_avg",
                 "Mean time from delivery to processed over the last hour",
                 value=sum(seconds) / len(seconds) if seconds else 0.0,
+            )
+            yield GaugeMetricFamily(
+                "bbsync_catalog_stale_repositories",
+                "Repositories whose webhook-driven catalog refresh failed its last attempt",
+                value=stale_count(session),
             )
 
 

@@ -2,8 +2,8 @@
 
 Workspaces and their last syncs, entities by kind, the budget over the last hour (calls per
 minute by endpoint family against the limit, 429s marked), recent deliveries and failures,
-unusable catalog files, quota alerts and the token's age. Open unless
-`BBSYNC_STATUS_BASIC_AUTH` asks for a login.
+unusable catalog files, repositories whose catalog refresh failed, quota alerts and the token's
+age. Open unless `BBSYNC_STATUS_BASIC_AUTH` asks for a login.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from app.models import (
     WebhookDelivery,
     Workspace,
 )
+from app.sync.refresh_failures import stale_repositories
 from app.web import runtime
 from app.web.auth import require_status_login
 
@@ -232,6 +233,7 @@ def _database_figures(session: Any) -> dict[str, Any]:
         "deliveries": deliveries,
         "failed_deliveries": failures,
         "broken_files": broken,
+        "stale_repositories": stale_repositories(session),
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from bitbucket_sim.activity_changes import add_member, remove_member
+from bitbucket_sim.activity_changes import add_member, remove_group, remove_member
 from bitbucket_sim.api.context import current_sim, json_response, origin, request_body
 from bitbucket_sim.errors import SimError
 from bitbucket_sim.faults import Fault
@@ -103,6 +103,12 @@ def delete_member(account_id: str) -> Response:
     sim = current_sim()
     account = remove_member(sim, account_id)
     return json_response(account_json(origin(), account))
+
+
+@blueprint.delete("/groups/<slug>")
+def delete_group(slug: str) -> Response:
+    remove_group(current_sim(), slug)
+    return Response(status=204)
 
 
 def repository_summary(sim_slug: str, repo: Repository) -> dict[str, Any]:
