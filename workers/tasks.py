@@ -63,10 +63,11 @@ def sync_workspace(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         result = WorkspaceSync(
             self.runtime.bitbucket(), session, session.commit, self.runtime.settings
         ).run(workspace)
+        listing = result.repositories
         return {
-            "repositories": {"run_id": result.repositories.id, **result.repositories.counts},
+            "repositories": {"run_id": listing.id, **listing.counts} if listing else None,
             "catalog": {"run_id": result.catalog.id, **result.catalog.counts},
-            "api_calls": result.repositories.api_calls + result.catalog.api_calls,
+            "api_calls": (listing.api_calls if listing else 0) + result.catalog.api_calls,
         }
 
 
