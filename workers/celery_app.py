@@ -18,6 +18,7 @@ from app.tasks import (
     QUEUE_DEFAULT,
     QUEUES,
     RECONCILE_ALL_ACTIVITY,
+    RECOVER_LOST_RUNS,
     REQUEUE_DELIVERIES,
     ROUTES,
     SYNC_ALL_MEMBERS,
@@ -76,6 +77,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "members-sync": {
             "task": SYNC_ALL_MEMBERS,
             "schedule": float(settings.members_interval_seconds),
+        },
+        "recover-lost-runs": {
+            "task": RECOVER_LOST_RUNS,
+            "schedule": float(max(5, settings.run_stale_seconds // 3)),
         },
         "requeue-deliveries": {
             "task": REQUEUE_DELIVERIES,

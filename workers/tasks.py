@@ -20,12 +20,14 @@ from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
 from app.sync.people import PeopleSync
 from app.sync.repositories import RepositorySync
+from app.sync.runs import lost_runs
 from app.sync.workspace import WorkspaceSync
 from app.tasks import (
     PROCESS_DELIVERY,
     PRUNE_ACTIVITY,
     RECONCILE_ACTIVITY,
     RECONCILE_ALL_ACTIVITY,
+    RECOVER_LOST_RUNS,
     REFRESH_REPOSITORY_CATALOG,
     REQUEUE_DELIVERIES,
     SYNC_ALL_MEMBERS,
@@ -78,6 +80,31 @@ def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         sync = RepositorySync(self.runtime.bitbucket(), session, commit=session.commit)
         run = sync.run(workspace)
         return {"run_id": run.id, "status": run.status, "api_calls": run.api_calls, **run.counts}
+
+
+# The task that continues a lost run of each kind (it resumes from the run's cursor).
+RESUME_TASKS = {
+    "repositories": SYNC_WORKSPACE,
+    "catalog": SYNC_WORKSPACE,
+    "members": SYNC_MEMBERS,
+    "activity": RECONCILE_ACTIVITY,
+}
+
+
+@shared_task(bind=True, base=BbsyncTask, name=RECOVER_LOST_RUNS)
+def recover_lost_runs(self: BbsyncTask) -> list[str]:
+    """Beat's watchdog: a running sync whose heartbeat went stale lost its worker (killed
+    with the message still unacked, which the broker would hold for hours). Mark it lost with
+    what it spent and enqueue the task that continues it, now."""
+    with self.unit_of_work() as session:
+        lost = lost_runs(session, self.runtime.settings.run_stale_seconds)
+        resume = dict.fromkeys(
+            (RESUME_TASKS[r.kind], r.workspace) for r in lost if r.kind in RESUME_TASKS
+        )
+    for task, workspace in resume:
+        log.warning("lost sync resumed", extra={"task": task, "workspace": workspace})
+        self.app.send_task(task, args=[workspace])
+    return [f"{task} {workspace}" for task, workspace in resume]
 
 
 def schedule_catalog_refresh(task: BbsyncTask, repository_id: int) -> str:

@@ -38,13 +38,12 @@ from app.models import (
     Project,
     Repository,
     SyncRun,
-    SyncStatus,
     Workspace,
     utcnow,
 )
 from app.sync.discovery import CatalogFileSearch, CodeSearchUnavailable, is_glob
 from app.sync.entity_writer import EntityWriter, WriteOutcome
-from app.sync.runs import recorded_run
+from app.sync.runs import has_resumable, recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +99,9 @@ class CatalogSync:
         return run
 
     def resuming(self, workspace: str) -> bool:
-        """Whether a paused catalog run waits for this workspace (its listing is done)."""
-        return (
-            self.session.scalar(
-                select(func.count())
-                .select_from(SyncRun)
-                .where(
-                    SyncRun.kind == KIND,
-                    SyncRun.workspace == workspace,
-                    SyncRun.status == SyncStatus.PAUSED.value,
-                )
-            )
-            or 0
-        ) > 0
+        """Whether a paused (or lost) catalog run waits for this workspace: its listing is
+        done, so a retry goes straight back to reading files."""
+        return has_resumable(self.session, KIND, workspace)
 
     def _reset_counts(self) -> None:
         self.counts = {

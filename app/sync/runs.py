@@ -119,13 +119,8 @@ def _record_skipped(
     raise SyncBusy(message)
 
 
-def resumable_run(session: Session, kind: str, workspace: str) -> SyncRun | None:
-    """The run to continue: the latest of this kind and workspace when it is paused; a new
-    run continuing it (same cursor, counts and start) when its worker was lost.
-
-    Called under the (kind, workspace) lock when a watch is present, so a run still marked
-    `running` has no live worker: it is marked lost here instead of waiting for beat."""
-    latest = session.scalars(
+def _latest(session: Session, kind: str, workspace: str) -> SyncRun | None:
+    run: SyncRun | None = session.scalars(
         select(SyncRun)
         .where(
             SyncRun.kind == kind,
@@ -135,13 +130,33 @@ def resumable_run(session: Session, kind: str, workspace: str) -> SyncRun | None
         .order_by(SyncRun.started_at.desc(), SyncRun.id.desc())
         .limit(1)
     ).first()
+    return run
+
+
+def _was_lost(run: SyncRun) -> bool:
+    return run.status == SyncStatus.FAILED.value and (run.error or "").startswith(LOST)
+
+
+def has_resumable(session: Session, kind: str, workspace: str) -> bool:
+    """Whether the latest run of this kind and workspace waits to be continued."""
+    latest = _latest(session, kind, workspace)
+    return latest is not None and (latest.status == SyncStatus.PAUSED.value or _was_lost(latest))
+
+
+def resumable_run(session: Session, kind: str, workspace: str) -> SyncRun | None:
+    """The run to continue: the latest of this kind and workspace when it is paused; a new
+    run continuing it (same cursor, counts and start) when its worker was lost.
+
+    Called under the (kind, workspace) lock when a watch is present, so a run still marked
+    `running` has no live worker: it is marked lost here instead of waiting for beat."""
+    latest = _latest(session, kind, workspace)
     if latest is None:
         return None
     if latest.status == SyncStatus.PAUSED.value:
         return latest
     if latest.status == SyncStatus.RUNNING.value and current_watch() is not None:
         mark_lost(latest, latest.heartbeat_at)
-    if latest.status != SyncStatus.FAILED.value or not (latest.error or "").startswith(LOST):
+    if not _was_lost(latest):
         return None
     log.info(
         "sync run continues a run whose worker was lost",
