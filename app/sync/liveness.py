@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 
 LOCK_PREFIX = f"{KEY_PREFIX}:sync-lock"
 LOCK_UNAVAILABLE_RETRY_SECONDS = 30.0
+RELEASE_IF_HOLDER_STARTS_WITH = """
+local holder = redis.call('get', KEYS[1])
+if holder and string.sub(holder, 1, string.len(ARGV[1])) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
 
 _current: ContextVar[RunWatch | None] = ContextVar("bbsync_run_watch", default=None)
 
@@ -80,6 +87,7 @@ class RunWatch:
         self.lock_seconds = lock_seconds
         self.holder = f"{task_id or 'cli'}@{socket.gethostname()}:{os.getpid()}"
         self._locks: dict[str, Lock] = {}
+        self._release_dead = redis_client.register_script(RELEASE_IF_HOLDER_STARTS_WITH)
         self._tracked: _Tracked | None = None
         self._guard = threading.Lock()
         self._stop = threading.Event()
@@ -92,18 +100,29 @@ class RunWatch:
         name = lock_name(kind, workspace)
         lock = self.redis.lock(name, timeout=self.lock_seconds, blocking=False, thread_local=False)
         try:
-            if lock.acquire(token=self.holder):
-                with self._guard:
-                    self._locks[name] = lock
-                self._start()
-                return None
-            holder = cast(bytes | None, self.redis.get(name))
+            if not lock.acquire(token=self.holder) and not self._take_over(name, lock):
+                holder = cast(bytes | None, self.redis.get(name))
+                return holder.decode(errors="replace") if holder else "another process"
         except redis.RedisError as exc:
             raise BudgetUnavailable(
                 f"sync lock unavailable: Redis did not answer ({type(exc).__name__})",
                 retry_after=LOCK_UNAVAILABLE_RETRY_SECONDS,
             ) from exc
-        return holder.decode(errors="replace") if holder else "another process"
+        with self._guard:
+            self._locks[name] = lock
+        self._start()
+        return None
+
+    def _take_over(self, name: str, lock: Lock) -> bool:
+        """A lock held by an earlier delivery of this same task is held by a dead worker (the
+        broker redelivers a task only when its worker is lost): take it over at once."""
+        if not self.task_id:
+            return False
+        dead = f"{self.task_id}@".encode()
+        if not cast(int, self._release_dead(keys=[name], args=[dead])):
+            return False
+        log.warning("sync lock taken over from a dead delivery of this task", extra={"lock": name})
+        return bool(lock.acquire(token=self.holder))
 
     def release(self, kind: str, workspace: str) -> None:
         with self._guard:
