@@ -55,6 +55,7 @@ class Runtime:
             window_seconds=s.rate_window_seconds,
             reserve=s.rate_reserve,
             redis_client=self.redis,
+            probe_seconds=s.rate_limit_probe_seconds,
         )
 
     @cached_property

@@ -164,7 +164,7 @@ class BitbucketClient:
         attempt = 0
         renewed_token = False
         while True:
-            self.budget.acquire(self.priority)
+            probe = self.budget.acquire(self.priority)
             send_headers = dict(headers or {})
             authorization = self.tokens.authorization()
             if authorization:
@@ -192,6 +192,8 @@ class BitbucketClient:
                 ) from None
             status = response.status_code
             self.ledger.record(family, status)
+            if probe and status != 429:
+                self.budget.answered()  # Bitbucket answers again: webhook work resumes
             if self.quota is not None:
                 self.quota.after_call()
             if status in ok:
