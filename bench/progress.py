@@ -2,7 +2,8 @@
 pass/fail): `python -m bench.progress`.
 
 1. A catalog sync of 80 changed repositories while Bitbucket allows 40 calls a minute (429,
-   `Retry-After: 20`): time to finish, attempts, calls and what each attempt read.
+   `Retry-After: 20`), finding catalog files by code search and by probing each repository
+   (one call each): time to finish, attempts, calls and what each attempt read.
 2. A worker killed (SIGKILL, with its pool) mid-sync, default heartbeat and staleness
    settings: time until beat notices and another worker resumes, and until the sync is done.
 """
@@ -107,12 +108,13 @@ def _env(sim: SimProcess, database_url: str) -> dict[str, str]:
     }
 
 
-def tight_window(tmp: Path) -> None:
-    database_url = f"sqlite:///{tmp / 'tight.db'}"
+def tight_window(tmp: Path, discovery: str) -> None:
+    database_url = f"sqlite:///{tmp / f'tight-{discovery}.db'}"
     _migrate(database_url)
     options = {"rate_limit": "40/m", "raw_rate_limit": "40/m", "retry_after": 20}
     with SimProcess(repos=80, seed=3, access_token="t", **options) as sim:
-        processes = Processes(_env(sim, database_url), tmp)
+        env = {**_env(sim, database_url), "BBSYNC_DISCOVERY": discovery}
+        processes = Processes(env, tmp)
         try:
             processes.worker()
             started = time.monotonic()
@@ -124,7 +126,8 @@ def tight_window(tmp: Path) -> None:
             processes.stop()
     attempts = run.counts["checked_per_attempt"]
     print(
-        f"80 changed repositories under 40 calls/min (429, Retry-After 20): done in "
+        f"80 changed repositories under 40 calls/min (429, Retry-After 20), discovery "
+        f"{discovery}: done in "
         f"{elapsed:.0f}s, {len(attempts)} catalog attempts reading {attempts}, "
         f"{stats['calls_total']} calls answered, {stats['rate_limited']} 429s"
     )
@@ -165,8 +168,9 @@ def killed_worker(tmp: Path, repos: int = 3000) -> None:
 def main() -> None:
     redis.Redis.from_url(REDIS_URL).flushdb()
     with tempfile.TemporaryDirectory() as tmp:
-        tight_window(Path(tmp))
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        for discovery in ("search", "probe"):
+            tight_window(Path(tmp), discovery)
+            redis.Redis.from_url(REDIS_URL).flushdb()
         killed_worker(Path(tmp))
 
 

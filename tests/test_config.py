@@ -61,6 +61,9 @@ def test_workspaces_are_comma_separated() -> None:
         ({"BITBUCKET_EMAIL": "a@b.c"}, "BITBUCKET_API_TOKEN", "required"),
         ({"BITBUCKET_OAUTH_CLIENT_ID": "id"}, "BITBUCKET_OAUTH_CLIENT_SECRET", "required"),
         ({"PORT": "0"}, "PORT", "positive"),
+        ({"BBSYNC_RUN_STALE_SECONDS": "30"}, "BBSYNC_RUN_STALE_SECONDS", "3 heartbeats"),
+        ({"BBSYNC_RUN_HEARTBEAT_SECONDS": "0"}, "BBSYNC_RUN_HEARTBEAT_SECONDS", "positive"),
+        ({"BITBUCKET_429_PROBE_SECONDS": "soon"}, "BITBUCKET_429_PROBE_SECONDS", "whole"),
     ],
 )
 def test_invalid_configuration_names_the_variable(

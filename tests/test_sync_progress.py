@@ -20,9 +20,11 @@ from sqlalchemy import select
 from app.db import make_engine, make_session_factory
 from app.models import ParkedTask, SyncRun
 from app.runtime import Runtime
+from app.sync.liveness import RunWatch
 from app.tasks import SYNC_WORKSPACE, enqueue, producer
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
+from tests.conftest import REDIS_TEST_URL as BBSYNC_TEST_REDIS
 from tests.conftest import ROOT, make_settings, migrate, run_bbsync
 from tests.test_worker import WorkerFactory, start_worker, worker_env
 
@@ -276,3 +278,32 @@ def parked_tasks(database_url: str) -> list[ParkedTask]:
             return list(session.scalars(select(ParkedTask)))
     finally:
         engine.dispose()
+
+
+def test_bbsync_sync_says_it_was_skipped_while_another_sync_holds_the_workspace(
+    sim: SimProcess, sqlite_url: str, redis_client: Any
+) -> None:
+    migrate(sqlite_url)
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": BBSYNC_TEST_REDIS,
+        "BITBUCKET_API_URL": sim.api_url,
+        "BITBUCKET_WORKSPACES": "acme",
+        "BITBUCKET_ACCESS_TOKEN": "sim-token",
+    }
+    rt = Runtime(make_settings(**env))
+    # A worker's sync of acme holds the repositories lock (taken as its task does).
+    holder = RunWatch(rt.engine, redis_client, task_id="beat-task", interval=1, lock_seconds=30)
+    assert holder.hold("repositories", "acme") is None
+    try:
+        result = run_bbsync("sync", env=env, cwd=ROOT)
+    finally:
+        holder.close()
+        rt.engine.dispose()
+    assert "skipped: another repositories sync of acme is running (beat-task@" in result.stderr
+    assert sim.stats()["calls_total"] == 0
+    skipped = runs(sqlite_url, status="skipped")
+    assert [(r.kind, r.workspace) for r in skipped] == [("repositories", "acme")]
+    # Once the lock is free, the next sync runs.
+    assert run_bbsync("sync", env=env, cwd=ROOT).returncode == 0
+    assert runs(sqlite_url, kind="catalog", status="succeeded")
