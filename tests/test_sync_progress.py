@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from app.db import make_engine, make_session_factory
 from app.models import ParkedTask, SyncRun
 from app.runtime import Runtime
 from app.sync.liveness import RunWatch
+from app.sync.runs import lost_runs, resumable_run
 from app.tasks import SYNC_WORKSPACE, enqueue, producer
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
@@ -307,3 +309,53 @@ def test_bbsync_sync_says_it_was_skipped_while_another_sync_holds_the_workspace(
     # Once the lock is free, the next sync runs.
     assert run_bbsync("sync", env=env, cwd=ROOT).returncode == 0
     assert runs(sqlite_url, kind="catalog", status="succeeded")
+
+
+def test_beat_marks_silent_runs_lost_and_parks_a_chain_lost_twice(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    old = datetime.now(UTC) - timedelta(minutes=5)
+    try:
+        with make_session_factory(engine)() as session:
+            for workspace, lost_before in (("once", 0), ("twice", 1)):
+                session.add(
+                    SyncRun(
+                        kind="catalog",
+                        workspace=workspace,
+                        status="running",
+                        started_at=old,
+                        heartbeat_at=old,
+                        api_calls=42,
+                        counts={"checked": 7, "lost": lost_before} if lost_before else {},
+                        cursor={"found": None},
+                    )
+                )
+            session.add(
+                SyncRun(
+                    kind="catalog",
+                    workspace="alive",
+                    status="running",
+                    started_at=old,
+                    heartbeat_at=datetime.now(UTC),
+                )
+            )
+            session.commit()
+            resume = lost_runs(session, stale_seconds=90)
+            session.commit()
+            assert [r.workspace for r in resume] == ["once"]
+            states = {r.workspace: r for r in session.scalars(select(SyncRun))}
+            assert states["once"].status == "failed"
+            assert states["once"].error == (
+                f"worker lost: no heartbeat since {old.isoformat(timespec='seconds')}; "
+                "42 calls spent"
+            )
+            assert states["twice"].status == "parked"
+            assert states["twice"].error and "lost 2 times" in states["twice"].error
+            assert states["alive"].status == "running"
+            # The lost run is continued from its cursor, counts and start; the parked is not.
+            continued = resumable_run(session, "catalog", "once")
+            assert continued is not None and continued.id is None
+            assert continued.cursor == {"found": None} and continued.counts == {"lost": 1}
+            assert continued.started_at == states["once"].started_at
+            assert resumable_run(session, "catalog", "twice") is None
+    finally:
+        engine.dispose()
