@@ -18,10 +18,19 @@ from app.config import Settings, SettingsError, load_settings
 from app.credentials_age import token_age_notice
 from app.doctor import database_check, run_checks
 from app.logs import configure_logging
-from app.models import CatalogEntity, CatalogFile, Repository, SyncRun, Workspace
+from app.models import (
+    CatalogEntity,
+    CatalogFile,
+    ParkedTask,
+    Repository,
+    SyncRun,
+    SyncStatus,
+    Workspace,
+)
 from app.runtime import Runtime
 from app.sync.activity import ActivityCoverage, ActivityReconcile, activity_coverage
 from app.sync.catalog import CatalogProgress
+from app.sync.liveness import RunWatch, SyncBusy, watching
 from app.sync.people import PeopleSync
 from app.sync.refresh_failures import stale_repositories
 from app.sync.repositories import SyncProgress
@@ -79,12 +88,24 @@ def sync(
         return
     failed = False
     for workspace in workspaces:
-        if members:
-            failed |= not _run_service(rt, workspace, PeopleSync)
-        elif activity:
-            failed |= not _run_service(rt, workspace, ActivityReconcile)
-        else:
-            failed |= not _sync_workspace(rt, workspace)
+        # Like a worker's task: heartbeat on the run, one sync per kind and workspace.
+        watch = RunWatch(
+            rt.engine,
+            rt.redis,
+            task_id=None,
+            interval=rt.settings.run_heartbeat_seconds,
+            lock_seconds=rt.settings.run_stale_seconds,
+        )
+        try:
+            with watching(watch):
+                if members:
+                    failed |= not _run_service(rt, workspace, PeopleSync)
+                elif activity:
+                    failed |= not _run_service(rt, workspace, ActivityReconcile)
+                else:
+                    failed |= not _sync_workspace(rt, workspace)
+        except SyncBusy as exc:
+            click.echo(f"{workspace}: {exc}", err=True)
     if failed:
         sys.exit(1)
 
@@ -98,6 +119,9 @@ def _sync_workspace(rt: Runtime, workspace: str) -> bool:
             ("repositories", lambda: sync.repositories.run(workspace), sync.repositories),
             ("catalog", lambda: sync.catalog.run(workspace), sync.catalog),
         ]
+        if sync.catalog.resuming(workspace):
+            click.echo(f"{workspace}: resuming the paused catalog phase")
+            phases = phases[1:]
         for phase, run_phase, service in phases:
             bar: Any
             with click.progressbar(length=0, label=f"{workspace} {phase}", show_pos=True) as bar:
@@ -207,6 +231,8 @@ def status(ctx: click.Context) -> None:
         with rt.sessions() as session:
             for line in _workspace_lines(session, rt.settings):
                 click.echo(line)
+            for line in _parked_lines(session):
+                click.echo(line)
     except SQLAlchemyError:
         ok = False
         check = database_check(rt)
@@ -273,10 +299,28 @@ def _coverage_line(coverage: ActivityCoverage) -> str:
     return line + f"; a full sweep takes {coverage.sweep_hours} h at the current share"
 
 
+def _parked_lines(session: Any, shown: int = 10) -> list[str]:
+    parked = session.scalars(
+        select(ParkedTask).order_by(ParkedTask.parked_at.desc()).limit(shown)
+    ).all()
+    total = session.scalar(select(func.count()).select_from(ParkedTask)) or 0
+    if not total:
+        return []
+    lines = [f"PARKED tasks (their worker died on them; not run again): {total}"]
+    for task in parked:
+        when = task.parked_at.isoformat(timespec="seconds")
+        lines.append(f"  {task.task_name} {task.args} at {when}: {task.reason}")
+    return lines
+
+
 def _last_run(session: Any, workspace: str, kind: str) -> SyncRun | None:
     run: SyncRun | None = session.scalars(
         select(SyncRun)
-        .where(SyncRun.workspace == workspace, SyncRun.kind == kind)
+        .where(
+            SyncRun.workspace == workspace,
+            SyncRun.kind == kind,
+            SyncRun.status != SyncStatus.SKIPPED.value,
+        )
         .order_by(SyncRun.started_at.desc())
         .limit(1)
     ).first()

@@ -128,6 +128,9 @@ class Settings:
     http_timeout_seconds: float = 30.0
     http_max_retries: int = 3
     full_sync_interval_seconds: int = 3600
+    run_heartbeat_seconds: int = 15  # a running sync touches its run row this often
+    run_stale_seconds: int = 90  # a run silent this long lost its worker: resumed by beat
+    rate_limit_probe_seconds: int = 60  # after a 429 without Retry-After, webhook work probes
     sentry_dsn: Secret | None = None
     bitbucket_web_url: str = "https://bitbucket.org"
     catalog_paths: tuple[str, ...] = ("catalog-info.yaml",)
@@ -253,6 +256,15 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     )
     if reserve >= 100:
         raise SettingsError(f"BITBUCKET_RATE_RESERVE_PERCENT: must be below 100, got {reserve}")
+    heartbeat = whole_number(
+        "BBSYNC_RUN_HEARTBEAT_SECONDS", get("BBSYNC_RUN_HEARTBEAT_SECONDS", "15")
+    )
+    stale = whole_number("BBSYNC_RUN_STALE_SECONDS", get("BBSYNC_RUN_STALE_SECONDS", "90"))
+    if stale < 3 * heartbeat:
+        raise SettingsError(
+            f"BBSYNC_RUN_STALE_SECONDS: must be at least 3 heartbeats "
+            f"({3 * heartbeat}s with BBSYNC_RUN_HEARTBEAT_SECONDS={heartbeat}), got {stale}"
+        )
     log_format = get("LOG_FORMAT", "auto").lower()
     if log_format not in ("auto", "json", "text"):
         raise SettingsError(f"LOG_FORMAT: must be auto, json or text, got {log_format!r}")
@@ -340,6 +352,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ),
         full_sync_interval_seconds=whole_number(
             "BBSYNC_FULL_SYNC_INTERVAL", get("BBSYNC_FULL_SYNC_INTERVAL", "3600")
+        ),
+        run_heartbeat_seconds=heartbeat,
+        run_stale_seconds=stale,
+        rate_limit_probe_seconds=whole_number(
+            "BITBUCKET_429_PROBE_SECONDS", get("BITBUCKET_429_PROBE_SECONDS", "60")
         ),
         sentry_dsn=Secret(sentry_dsn) if sentry_dsn else None,
         bitbucket_web_url=url(

@@ -218,6 +218,8 @@ class SyncStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     PAUSED = "paused"  # stopped for want of budget; resumes from `cursor`
+    SKIPPED = "skipped"  # another sync of the same kind and workspace held the lock
+    PARKED = "parked"  # its worker died twice on it: not resumed until an operator looks
 
 
 class SyncRun(Base):
@@ -238,6 +240,24 @@ class SyncRun(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cursor: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    # Touched every few seconds while a worker runs it: a stale one means the worker is gone.
+    heartbeat_at: Mapped[datetime | None]
+    task_id: Mapped[str | None] = mapped_column(String(255))
+
+
+class ParkedTask(Base):
+    """A task whose deliveries killed their worker twice: kept out of the queue for an
+    operator (`bbsync status`, `/metrics`) instead of being redelivered forever."""
+
+    __tablename__ = "parked_tasks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(255), unique=True)
+    task_name: Mapped[str] = mapped_column(String(255), index=True)
+    args: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    reason: Mapped[str] = mapped_column(Text)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    parked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class DeliveryStatus(enum.StrEnum):

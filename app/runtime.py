@@ -57,6 +57,7 @@ class Runtime:
             reserve=s.rate_reserve,
             redis_client=self.redis,
             floor=s.rate_limit_floor,
+            probe_seconds=s.rate_limit_probe_seconds,
         )
 
     @cached_property
@@ -72,6 +73,7 @@ class Runtime:
             redis_client=self.redis,
             resource=Resource.RAW,
             floor=s.rate_limit_floor,
+            probe_seconds=s.rate_limit_probe_seconds,
         )
 
     @property

@@ -31,6 +31,7 @@ RECONCILE_ACTIVITY = "bbsync.activity.reconcile_workspace"
 PRUNE_ACTIVITY = "bbsync.activity.prune"
 SYNC_ALL_MEMBERS = "bbsync.members.sync_all"
 SYNC_MEMBERS = "bbsync.members.sync_workspace"
+RECOVER_LOST_RUNS = "bbsync.sync.recover_lost_runs"
 
 ROUTES: dict[str, dict[str, str]] = {
     SYNC_ALL_WORKSPACES: {"queue": QUEUE_SYNC},
@@ -45,6 +46,8 @@ ROUTES: dict[str, dict[str, str]] = {
     PRUNE_ACTIVITY: {"queue": QUEUE_DEFAULT},
     SYNC_ALL_MEMBERS: {"queue": QUEUE_SYNC},
     SYNC_MEMBERS: {"queue": QUEUE_SYNC},
+    # Not on "sync": a worker busy with a long sync must not delay finding a dead one.
+    RECOVER_LOST_RUNS: {"queue": QUEUE_DEFAULT},
 }
 
 

@@ -59,7 +59,8 @@ def child(database_url: str, api_url: str) -> None:
         json.dumps(
             {
                 "wall": wall,
-                "calls": result.repositories.api_calls + result.catalog.api_calls,
+                "calls": (result.repositories.api_calls if result.repositories else 0)
+                + result.catalog.api_calls,
                 "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "files": result.catalog.counts["files_fetched"],
                 "discovery": result.catalog.counts["discovery"],

@@ -187,6 +187,7 @@ def test_a_deleted_repository_leaves_the_served_catalog(
     assert any(e["metadata"]["name"] == gone for e in served(rt, kind="Component"))
     sim.admin("DELETE", f"repos/{gone}")
     result = full_sync(rt)
+    assert result.repositories is not None
     assert result.repositories.counts["deleted"] == 1
     assert "removed 1 entities" in result.catalog.counts["sweep"]
     assert not any(e["metadata"]["name"] == gone for e in served(rt, kind="Component"))
@@ -203,6 +204,7 @@ def test_a_sweep_that_would_empty_the_catalog_is_refused(
     for repo in sim.repositories()[:15]:
         sim.admin("DELETE", f"repos/{repo['slug']}")
     result = full_sync(rt)
+    assert result.repositories is not None
     assert result.repositories.error and "sweep refused" in result.repositories.error
     assert len(served(rt)) == before
 

@@ -65,6 +65,9 @@ def test_workspaces_are_comma_separated() -> None:
         ({"BBSYNC_DESCRIPTOR_KINDS": "group"}, "BBSYNC_DESCRIPTOR_KINDS", "only from Bitbucket"),
         ({"BBSYNC_DESCRIPTOR_KINDS": "Component,Widget"}, "BBSYNC_DESCRIPTOR_KINDS", "Widget"),
         ({"BBSYNC_DESCRIPTOR_KINDS": ", ,"}, "BBSYNC_DESCRIPTOR_KINDS", "at least one"),
+        ({"BBSYNC_RUN_STALE_SECONDS": "30"}, "BBSYNC_RUN_STALE_SECONDS", "3 heartbeats"),
+        ({"BBSYNC_RUN_HEARTBEAT_SECONDS": "0"}, "BBSYNC_RUN_HEARTBEAT_SECONDS", "positive"),
+        ({"BITBUCKET_429_PROBE_SECONDS": "soon"}, "BITBUCKET_429_PROBE_SECONDS", "whole"),
     ],
 )
 def test_invalid_configuration_names_the_variable(

@@ -54,6 +54,9 @@ def start_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            # Its own process group: a test can kill the worker with its pool, as a machine
+            # or container dies.
+            start_new_session=True,
         )
         workers.append(process)
         return process

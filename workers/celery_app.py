@@ -20,6 +20,7 @@ from app.tasks import (
     QUEUE_DEFAULT,
     QUEUES,
     RECONCILE_ALL_ACTIVITY,
+    RECOVER_LOST_RUNS,
     REQUEUE_DELIVERIES,
     ROUTES,
     SYNC_ALL_MEMBERS,
@@ -96,6 +97,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": DRAIN_SPOOL,
             "schedule": SPOOL_DRAIN_SECONDS,
             "options": {"expires": SPOOL_DRAIN_SECONDS * 2},
+        },
+        "recover-lost-runs": {
+            "task": RECOVER_LOST_RUNS,
+            "schedule": float(max(5, settings.run_stale_seconds // 3)),
         },
         "requeue-deliveries": {
             "task": REQUEUE_DELIVERIES,

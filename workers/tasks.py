@@ -39,6 +39,7 @@ from app.sync.refresh_failures import (
     record_refresh_failure,
 )
 from app.sync.repositories import RepositorySync
+from app.sync.runs import lost_runs
 from app.sync.workspace import WorkspaceSync
 from app.tasks import (
     DRAIN_SPOOL,
@@ -46,6 +47,7 @@ from app.tasks import (
     PRUNE_ACTIVITY,
     RECONCILE_ACTIVITY,
     RECONCILE_ALL_ACTIVITY,
+    RECOVER_LOST_RUNS,
     REFRESH_REPOSITORY_CATALOG,
     REQUEUE_DELIVERIES,
     SYNC_ALL_MEMBERS,
@@ -86,10 +88,11 @@ def sync_workspace(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         ).run(workspace)
         if result.catalog.status == "succeeded" and not result.catalog.counts.get("failures"):
             clear_workspace_refresh_failures(session, workspace)
+        listing = result.repositories
         return {
-            "repositories": {"run_id": result.repositories.id, **result.repositories.counts},
+            "repositories": {"run_id": listing.id, **listing.counts} if listing else None,
             "catalog": {"run_id": result.catalog.id, **result.catalog.counts},
-            "api_calls": result.repositories.api_calls + result.catalog.api_calls,
+            "api_calls": (listing.api_calls if listing else 0) + result.catalog.api_calls,
         }
 
 
@@ -100,6 +103,31 @@ def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         sync = RepositorySync(self.runtime.bitbucket(), session, commit=session.commit)
         run = sync.run(workspace)
         return {"run_id": run.id, "status": run.status, "api_calls": run.api_calls, **run.counts}
+
+
+# The task that continues a lost run of each kind (it resumes from the run's cursor).
+RESUME_TASKS = {
+    "repositories": SYNC_WORKSPACE,
+    "catalog": SYNC_WORKSPACE,
+    "members": SYNC_MEMBERS,
+    "activity": RECONCILE_ACTIVITY,
+}
+
+
+@shared_task(bind=True, base=BbsyncTask, name=RECOVER_LOST_RUNS)
+def recover_lost_runs(self: BbsyncTask) -> list[str]:
+    """Beat's watchdog: a running sync whose heartbeat went stale lost its worker (killed
+    with the message still unacked, which the broker would hold for hours). Mark it lost with
+    what it spent and enqueue the task that continues it, now."""
+    with self.unit_of_work() as session:
+        lost = lost_runs(session, self.runtime.settings.run_stale_seconds)
+        resume = dict.fromkeys(
+            (RESUME_TASKS[r.kind], r.workspace) for r in lost if r.kind in RESUME_TASKS
+        )
+    for task, workspace in resume:
+        log.warning("lost sync resumed", extra={"task": task, "workspace": workspace})
+        self.app.send_task(task, args=[workspace])
+    return [f"{task} {workspace}" for task, workspace in resume]
 
 
 def schedule_catalog_refresh(task: BbsyncTask, repository_id: int, delivery_id: int) -> str:

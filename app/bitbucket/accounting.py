@@ -62,15 +62,14 @@ class CallLedger:
     def __init__(self, redis_client: redis.Redis | None = None) -> None:
         self.by_family: Counter[str] = Counter()
         self.rate_limited = 0
+        # A plain int, so a run's heartbeat thread can read it while calls are counted.
+        self.total = 0
         self._redis = redis_client
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_family.values())
 
     def record(self, family: str, status: int | None) -> None:
         """One call that reached (or tried to reach) Bitbucket; `status` None = no answer."""
         self.by_family[family] += 1
+        self.total += 1
         if status == 429:
             self.rate_limited += 1
         if self._redis is None:

@@ -16,6 +16,11 @@ it for every process (`learn`), never below a configured floor.
 A 429 from Bitbucket pauses that resource's budget for everyone: until `Retry-After` when
 Bitbucket sends one, otherwise until the oldest call in our window ages out. Callers that find
 no budget get `BudgetExhausted`/`BudgetPaused` carrying `retry_after`; they never sleep here.
+
+Without `Retry-After` the pause is a guess that can be an hour: right for backfill, too long
+for a user waiting on a webhook. So during such a pause webhook-driven work probes: every
+`probe_seconds` one call (one for every process together) goes out, and when Bitbucket
+answers it the pause is lifted for webhook work (backfill keeps waiting).
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ class RateBudget:
         redis_client: redis.Redis | None = None,
         resource: Resource = Resource.API,
         floor: int = 1,
+        probe_seconds: float = 60.0,
     ) -> None:
         if limit <= 0:
             raise ValueError("limit must be positive")
@@ -115,6 +121,11 @@ class RateBudget:
         self._learned_key = f"{KEY_PREFIX}:budget-learned/{credential_fingerprint}/{resource}"
         self._announced: int | None = None  # as last read from Redis by this process
         self._learned_written = (0, 0.0)  # (value, when) this process last wrote
+        # Set while the pause is a guess (no Retry-After): webhook work may probe.
+        self._blind_key = f"{self._pause_key}/blind"
+        self._probe_key = f"{self._pause_key}/probe"  # the next probe waits for its expiry
+        self._lifted_key = f"{self._pause_key}/lifted"  # a probe got through: webhooks go on
+        self.probe_seconds = probe_seconds
 
     @property
     def limit(self) -> int:
@@ -156,25 +167,23 @@ class RateBudget:
         self._announced = int(learned) if learned else None
         return 0.0 if pause is None else max(0.0, float(pause) - time.time())
 
-    def acquire(self, priority: Priority = Priority.BACKFILL, cost: int = 1) -> None:
+    def acquire(self, priority: Priority = Priority.BACKFILL, cost: int = 1) -> bool:
         """Take `cost` slots or raise `BudgetPaused` / `BudgetExhausted` with `retry_after`.
+        True when the call is a probe through a pause: report its answer with `answered`.
 
         When Redis is unreachable no call may go out uncounted: `BudgetUnavailable`.
         """
         with shared_state("rate budget"):
-            self._acquire(priority, cost)
+            return self._acquire(priority, cost)
 
-    def _acquire(self, priority: Priority, cost: int) -> None:
+    def _acquire(self, priority: Priority, cost: int) -> bool:
+        probe = False
         paused_for = self._read_state()
         if paused_for > 0:
-            raise BudgetPaused(
-                f"Bitbucket rate limit hit ({self.resource.value}); all calls paused for "
-                f"{paused_for:.0f}s",
-                retry_after=paused_for,
-            )
+            probe = self._through_pause(Priority(priority), paused_for)
         ceiling = self.ceiling(priority)
         if self._storage.acquire_entry(self._window_key, ceiling, self.window_seconds, cost):
-            return
+            return probe
         # The slot that frees first for this ceiling is the ceiling-th newest call.
         oldest, count = self._storage.get_moving_window(
             self._window_key, ceiling, self.window_seconds
@@ -186,6 +195,33 @@ class RateBudget:
             f"frees in {retry_after:.0f}s",
             retry_after=retry_after,
         )
+
+    def _through_pause(self, priority: Priority, paused_for: float) -> bool:
+        """Whether a call may go out during a pause (True: as the probe), else raise."""
+        if priority is Priority.WEBHOOK and self.redis.exists(self._blind_key):
+            if self.redis.exists(self._lifted_key):
+                return False  # a probe got an answer: webhook work goes on
+            if self.redis.set(self._probe_key, "1", nx=True, px=int(self.probe_seconds * 1000)):
+                return True
+            wait = max(0.1, int(cast(int, self.redis.pttl(self._probe_key))) / 1000)
+            raise BudgetPaused(
+                f"Bitbucket rate limit hit ({self.resource.value}); webhook calls probe again "
+                f"in {wait:.0f}s",
+                retry_after=min(paused_for, wait),
+            )
+        raise BudgetPaused(
+            f"Bitbucket rate limit hit ({self.resource.value}); all calls paused for "
+            f"{paused_for:.0f}s",
+            retry_after=paused_for,
+        )
+
+    def answered(self) -> None:
+        """The probe got an answer that was not a 429: webhook work resumes; backfill keeps
+        waiting for the pause to end."""
+        until_ms = cast(bytes | None, self.redis.get(self._pause_key))
+        if until_ms is None:
+            return
+        self.redis.set(self._lifted_key, "1", pxat=int(float(until_ms) * 1000) + 1)
 
     def paused_for(self) -> float:
         """Seconds left of a 429 pause (0 when not paused)."""
@@ -216,6 +252,13 @@ class RateBudget:
         current = cast(bytes | None, self.redis.get(self._pause_key))
         if current is None or float(current) < until:
             self.redis.set(self._pause_key, repr(until), pxat=int(until * 1000) + 1)
+        longest = max(until, float(current) if current is not None else 0.0)
+        pipe = self.redis.pipeline()
+        pipe.delete(self._lifted_key)  # a 429 again: webhook work waits for the next probe
+        if retry_after is None or retry_after < 0:
+            pipe.set(self._blind_key, "1", pxat=int(longest * 1000) + 1)
+            pipe.set(self._probe_key, "1", px=int(self.probe_seconds * 1000))
+        pipe.execute()
         return until - now
 
     def snapshot(self) -> BudgetSnapshot:
@@ -241,7 +284,9 @@ class RateBudget:
     def reset(self) -> None:
         """Forget every call and pause (tests and `bbsync budget --reset` only)."""
         self._storage.clear(self._window_key)
-        self.redis.delete(self._pause_key, self._learned_key)
+        self.redis.delete(
+            self._pause_key, self._learned_key, self._blind_key, self._probe_key, self._lifted_key
+        )
         self._announced = None
         self._learned_written = (0, 0.0)
 

@@ -183,7 +183,7 @@ class BitbucketClient:
         attempt = 0
         renewed_token = False
         while True:
-            budget.acquire(self.priority)
+            probe = budget.acquire(self.priority)
             send_headers = dict(headers or {})
             authorization = self.tokens.authorization()
             if authorization:
@@ -219,6 +219,8 @@ class BitbucketClient:
             status = response.status_code
             self.ledger.record(family, status)
             self._follow_announced_limit(budget, endpoint, response)
+            if probe and status != 429:
+                budget.answered()  # Bitbucket answers again: webhook work resumes
             if self.quota is not None:
                 self.quota.after_call()
             if status in ok:

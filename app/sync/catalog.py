@@ -5,8 +5,14 @@ A repository is looked at when its `updated_on` (or, with `change_detection=head
 default-branch head) differs from what it was when its catalog files were last read. For
 those, code search finds where the files are (one call per 100 files) when many repositories
 need a look, else each is probed at its known and configured paths. A file answering 304 is
-re-built from its stored content. Each batch of repositories is committed with its "checked"
-marks, so a sync cut short by the budget resumes with the repositories not yet read.
+re-built from its stored content.
+
+Progress is kept as it is obtained, so that any budget above zero moves a sync forward: the
+search results are committed in the run's cursor before any file is read, each batch of
+repositories is committed with its "checked" marks, and a budget pause commits the
+repositories read so far (a repository's files are all fetched before any of its rows are
+written, so a pause never leaves one half-applied). The retry resumes the paused run: no
+listing, no search, only the repositories not yet read.
 """
 
 from __future__ import annotations
@@ -20,8 +26,13 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from app.bitbucket.client import BitbucketClient, api_path, file_path
-from app.bitbucket.errors import BitbucketError, BitbucketRequestError, BitbucketUnavailable
+from app.bitbucket.client import BitbucketClient, RawFile, api_path, file_path
+from app.bitbucket.errors import (
+    BitbucketError,
+    BitbucketRequestError,
+    BitbucketUnavailable,
+    RetryLater,
+)
 from app.catalog.changes import retire_entities
 from app.catalog.descriptor_policy import screen_descriptors
 from app.catalog.descriptors import DescriptorError, parse_descriptor, storable_text
@@ -39,12 +50,15 @@ from app.models import (
 )
 from app.sync.discovery import CatalogFileSearch, CodeSearchUnavailable, is_glob
 from app.sync.entity_writer import EntityWriter, WriteOutcome
-from app.sync.runs import recorded_run
+from app.sync.runs import has_resumable, recorded_run
 
 log = logging.getLogger(__name__)
 
 KIND = "catalog"
-BATCH = 50
+BATCH = 20
+# Per-attempt progress kept on the run (how many repositories each attempt read), bounded.
+MAX_ATTEMPTS_KEPT = 100
+HEAD_BATCH = 100
 # Below this many repositories to look at, probing each costs less than a workspace search.
 SEARCH_THRESHOLD = 20
 MAX_REPORTED_CONFLICTS = 50
@@ -85,14 +99,23 @@ class CatalogSync:
         self.counts: dict[str, Any] = {}
 
     def run(self, workspace: str) -> SyncRun:
+        """Read the catalog files that changed, resuming a paused (or lost) run."""
         ws = self.session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
-        run = SyncRun(kind=KIND, workspace=workspace)
         self._reset_counts()
-        with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
+        fresh = SyncRun(kind=KIND, workspace=workspace)
+        with recorded_run(
+            self.session, self.commit, self.client, fresh, lambda: self.counts, resume=True
+        ) as run:
+            self.counts.update(run.counts or {})
             if ws is None:
                 raise BitbucketError(f"workspace {workspace} has not been listed yet")
             self._sync(ws, run)
         return run
+
+    def resuming(self, workspace: str) -> bool:
+        """Whether a paused (or lost) catalog run waits for this workspace: its listing is
+        done, so a retry goes straight back to reading files."""
+        return has_resumable(self.session, KIND, workspace)
 
     def _reset_counts(self) -> None:
         self.counts = {
@@ -139,53 +162,98 @@ class CatalogSync:
                 .order_by(Repository.slug)
             )
         )
-        heads = self._heads(ws, repos) if self.settings.change_detection == "head" else {}
+        cursor: dict[str, Any] = dict(run.cursor or {})
+        heads = (
+            self._heads(ws, repos, run, cursor) if self.settings.change_detection == "head" else {}
+        )
         candidates = [r for r in repos if self._changed(r, heads)]
-        self.counts["candidates"] = len(candidates)
-        found = self._discover(ws, candidates)
-        for start in range(0, len(candidates), BATCH):
-            for repo in candidates[start : start + BATCH]:
-                self._refresh(ws, repo, found, heads.get(repo.id))
-            run.counts = dict(self.counts)
-            self.commit()
-            if self.on_progress:
-                self.on_progress(
-                    CatalogProgress(
-                        ws.slug,
-                        self.counts["checked"],
-                        len(candidates),
-                        self.counts["files_fetched"],
-                        self.client.ledger.total,
+        if "found" not in cursor:
+            # First attempt: what to read is decided once and kept, so a retry reads on.
+            self.counts["candidates"] = len(candidates)
+            found = self._discover(ws, candidates)
+            cursor["found"] = (
+                None if found is None else {slug: sorted(paths) for slug, paths in found.items()}
+            )
+            self._checkpoint(run, cursor)
+        kept = cursor["found"]
+        found = None if kept is None else {slug: set(paths) for slug, paths in kept.items()}
+        checked_before = self.counts["checked"]
+        try:
+            for start in range(0, len(candidates), BATCH):
+                for repo in candidates[start : start + BATCH]:
+                    self._refresh(ws, repo, found, heads.get(repo.id))
+                self._checkpoint(run, cursor)
+                if self.on_progress:
+                    self.on_progress(
+                        CatalogProgress(
+                            ws.slug,
+                            self.counts["checked"],
+                            self.counts["candidates"],
+                            self.counts["files_fetched"],
+                            (run.api_calls or 0) + self.client.ledger.total,
+                        )
                     )
-                )
+        except RetryLater:
+            # Out of budget mid-batch: keep the repositories read so far, then pause.
+            self._attempt_done(checked_before)
+            self._checkpoint(run, cursor)
+            raise
+        self._attempt_done(checked_before)
+        run.cursor = None
         self._project_groups(ws)
         self._sweep(ws)
 
-    def _heads(self, ws: Workspace, repos: list[Repository]) -> dict[int, str | None]:
-        """Default-branch heads, one call per repository (for when `updated_on` lags)."""
-        heads: dict[int, str | None] = {}
-        for repo in repos:
-            if not repo.default_branch:
-                heads[repo.id] = None
-                continue
-            try:
-                body = self.client.get_json(
-                    api_path(
-                        "repositories", ws.slug, repo.slug, "refs", "branches", repo.default_branch
-                    )
-                )
-                heads[repo.id] = str((body.get("target") or {}).get("hash") or "") or None
-            except BitbucketRequestError as exc:
-                self.counts["failures"] += 1
-                log.warning(
-                    "branch head unavailable",
-                    extra={"repository": repo.full_name, "error": str(exc)},
-                )
-                heads[repo.id] = None
+    def _attempt_done(self, checked_before: int) -> None:
+        attempts: list[int] = list(self.counts.get("checked_per_attempt") or [])
+        attempts.append(self.counts["checked"] - checked_before)
+        self.counts["checked_per_attempt"] = attempts[-MAX_ATTEMPTS_KEPT:]
+
+    def _checkpoint(self, run: SyncRun, cursor: dict[str, Any]) -> None:
+        run.counts = dict(self.counts)
+        run.cursor = dict(cursor)
+        run.heartbeat_at = utcnow()
+        self.commit()
+
+    def _heads(
+        self, ws: Workspace, repos: list[Repository], run: SyncRun, cursor: dict[str, Any]
+    ) -> dict[int, str | None]:
+        """Default-branch heads, one call per repository (for when `updated_on` lags); kept
+        in the cursor as they come, so a retry asks only for the ones still unknown."""
+        known: dict[str, str | None] = dict(cursor.get("heads") or {})
+        try:
+            for repo in repos:
+                if str(repo.id) in known:
+                    continue
+                known[str(repo.id)] = self._head(ws, repo)
+                if len(known) % HEAD_BATCH == 0:
+                    self._checkpoint(run, {**cursor, "heads": known})
+        except RetryLater:
+            self._checkpoint(run, {**cursor, "heads": known})
+            raise
+        cursor["heads"] = known
+        heads = {repo.id: known.get(str(repo.id)) for repo in repos}
         for repo in repos:
             if heads.get(repo.id):
                 repo.head_commit = heads[repo.id]
         return heads
+
+    def _head(self, ws: Workspace, repo: Repository) -> str | None:
+        if not repo.default_branch:
+            return None
+        try:
+            body = self.client.get_json(
+                api_path(
+                    "repositories", ws.slug, repo.slug, "refs", "branches", repo.default_branch
+                )
+            )
+        except BitbucketRequestError as exc:
+            self.counts["failures"] += 1
+            log.warning(
+                "branch head unavailable",
+                extra={"repository": repo.full_name, "error": str(exc)},
+            )
+            return None
+        return str((body.get("target") or {}).get("hash") or "") or None
 
     def _changed(self, repo: Repository, heads: dict[int, str | None]) -> bool:
         if repo.catalog_checked_on is None and repo.catalog_checked_head is None:
@@ -273,10 +341,12 @@ class CatalogSync:
         outcome = WriteOutcome()
         has_descriptor = False
         try:
-            for path in sorted(self._paths(ws, repo, known, found)):
-                has_descriptor |= self._read_file(
-                    ws, repo, view, path, known.get(path), writer, outcome
-                )
+            # Every file first, then the writes: a pause (`RetryLater`) between two files
+            # leaves nothing of this repository half-applied in the session.
+            fetched = [
+                (path, self._fetch(ws, repo, view, path, known.get(path)))
+                for path in sorted(self._paths(ws, repo, known, found))
+            ]
         except (BitbucketRequestError, FileUnavailable) as exc:
             # This repository stays unchecked and is tried again next sync; no sweep this run.
             self.counts["failures"] += 1
@@ -284,6 +354,10 @@ class CatalogSync:
                 "catalog files unreadable", extra={"repository": repo.full_name, "error": str(exc)}
             )
             return
+        for path, raw in fetched:
+            has_descriptor |= self._apply_file(
+                repo, view, path, raw, known.get(path), writer, outcome
+            )
         # Never read before and no file on record: nothing of this repository's can be stale,
         # so a cold sync skips the retire statements (two per repository).
         first_read = not known and repo.catalog_checked_on is None and not repo.catalog_checked_head
@@ -301,17 +375,15 @@ class CatalogSync:
         repo.catalog_checked_head = head or repo.head_commit
         self.counts["checked"] += 1
 
-    def _read_file(
+    def _fetch(
         self,
         ws: Workspace,
         repo: Repository,
         view: RepositoryView,
         path: str,
         record: CatalogFile | None,
-        writer: EntityWriter,
-        outcome: WriteOutcome,
-    ) -> bool:
-        """Fetch and apply one catalog file; True when the file exists."""
+    ) -> RawFile | None:
+        """One catalog file's bytes (None when it does not exist); writes nothing."""
         usable = record is not None and record.deleted_at is None and record.content is not None
         try:
             raw = self.client.get_file(
@@ -325,6 +397,19 @@ class CatalogSync:
             self._report_unavailable(repo, path, record, exc)
             raise FileUnavailable(str(exc), endpoint=exc.endpoint, status=exc.status) from None
         self._unavailable_streak = 0
+        return raw
+
+    def _apply_file(
+        self,
+        repo: Repository,
+        view: RepositoryView,
+        path: str,
+        raw: RawFile | None,
+        record: CatalogFile | None,
+        writer: EntityWriter,
+        outcome: WriteOutcome,
+    ) -> bool:
+        """Apply one fetched catalog file; True when the file exists."""
         if raw is None:
             self.counts["files_missing"] += 1
             if record is not None and record.deleted_at is None:

@@ -10,7 +10,6 @@ repositories not seen are soft-deleted (mark and sweep), unless that would remov
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,10 +20,10 @@ from sqlalchemy import func, literal, select, update
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
-from app.bitbucket.errors import BitbucketError, RetryLater
 from app.bitbucket.schemas import REPOSITORY_LIST_FIELDS, RepositorySchema
-from app.models import Project, Repository, SyncRun, SyncStatus, Workspace, utcnow
+from app.models import Project, Repository, SyncRun, Workspace, utcnow
 from app.store import upsert
+from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
@@ -61,82 +60,47 @@ class RepositorySync:
         self.on_progress = on_progress
 
     def run(self, workspace: str) -> SyncRun:
-        """Sync one workspace, resuming a run paused for budget if there is one.
+        """Sync one workspace, resuming a run paused for budget (or whose worker was lost).
 
         Raises `RetryLater` (run left `paused` with its cursor) when the budget runs out, and
         re-raises other Bitbucket errors after recording the run as failed.
         """
-        run = self._resumable_run(workspace) or SyncRun(
-            kind=KIND, workspace=workspace, counts={"seen": 0, "invalid": 0, "deleted": 0}
-        )
-        run.status = SyncStatus.RUNNING.value
-        self.session.add(run)
-        self.commit()
-        calls_before = self.client.ledger.total
-        started = time.monotonic()
-        counts = dict(run.counts)
-        try:
+        self.counts: dict[str, Any] = {}
+        fresh = SyncRun(kind=KIND, workspace=workspace)
+        with recorded_run(
+            self.session, self.commit, self.client, fresh, lambda: self.counts, resume=True
+        ) as run:
+            self.counts = {"seen": 0, "invalid": 0, "deleted": 0, **(run.counts or {})}
             start: str = (run.cursor or {}).get("next") or api_path("repositories", workspace)
             params = None if "://" in start else {"fields": REPOSITORY_LIST_FIELDS}
             workspace_row: Workspace | None = None
             for page in self.client.iter_pages(start, params):
-                repos = self._valid(page.values, counts)
+                repos = self._valid(page.values, self.counts)
                 if workspace_row is None:
                     workspace_row = self._workspace(workspace, repos)
                 self._store(workspace_row, repos)
-                counts["seen"] += len(repos)
-                run.counts = dict(counts)
+                self.counts["seen"] += len(repos)
+                run.counts = dict(self.counts)
                 run.cursor = {"next": page.next_url} if page.next_url else None
-                self._spend(run, calls_before)
-                calls_before = self.client.ledger.total
                 self.commit()
                 if self.on_progress:
                     self.on_progress(
-                        SyncProgress(workspace, counts["seen"], page.size, run.api_calls)
+                        SyncProgress(
+                            workspace,
+                            self.counts["seen"],
+                            page.size,
+                            (run.api_calls or 0) + self.client.ledger.total,
+                        )
                     )
             if workspace_row is None:
                 workspace_row = self._workspace(workspace, [])
-            counts["deleted"], refused = self._sweep(workspace_row, run.started_at)
-            run.counts = counts
-            run.error = refused
+            self.counts["deleted"], refused = self._sweep(workspace_row, run.started_at)
             run.cursor = None
-            self._finish(run, SyncStatus.SUCCEEDED, calls_before, started)
-            return run
-        except RetryLater as exc:
-            self.session.rollback()
-            run.error = str(exc)
-            self._finish(run, SyncStatus.PAUSED, calls_before, started)
-            raise
-        except BitbucketError as exc:
-            self.session.rollback()
-            run.error = str(exc)
-            self._finish(run, SyncStatus.FAILED, calls_before, started)
-            raise
-
-    def _resumable_run(self, workspace: str) -> SyncRun | None:
-        return self.session.scalars(
-            select(SyncRun)
-            .where(
-                SyncRun.kind == KIND,
-                SyncRun.workspace == workspace,
-                SyncRun.status == SyncStatus.PAUSED.value,
-            )
-            .order_by(SyncRun.started_at.desc())
-            .limit(1)
-        ).first()
-
-    def _spend(self, run: SyncRun, calls_before: int) -> None:
-        spent = self.client.ledger.total - calls_before
-        run.api_calls = (run.api_calls or 0) + spent
-        run.calls_by_family = dict(self.client.ledger.by_family)
-
-    def _finish(self, run: SyncRun, status: SyncStatus, calls_before: int, started: float) -> None:
-        self._spend(run, calls_before)
-        run.status = status.value
-        run.finished_at = utcnow()
-        run.duration_ms = (run.duration_ms or 0) + int((time.monotonic() - started) * 1000)
-        self.session.add(run)
-        self.commit()
+        # Set after the run is recorded: a refused sweep is a warning on a succeeded run.
+        if refused:
+            run.error = refused
+            self.commit()
+        return run
 
     def _valid(self, values: list[dict[str, Any]], counts: dict[str, int]) -> list[dict[str, Any]]:
         repos = []

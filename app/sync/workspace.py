@@ -1,5 +1,6 @@
 """A full sync of one workspace: list the repositories, then read the catalog files of those
-that changed. Each phase records its own sync run; both resume after a budget pause."""
+that changed. Each phase records its own sync run; both resume after a budget pause, and a
+retry of a paused catalog phase goes straight back to it (the listing is done)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from app.sync.repositories import RepositorySync, SyncProgress
 
 @dataclass
 class WorkspaceSyncResult:
-    repositories: SyncRun
+    repositories: SyncRun | None  # None when the run resumed a paused catalog phase
     catalog: SyncRun
 
 
@@ -42,6 +43,8 @@ class WorkspaceSync:
         self.catalog = CatalogSync(client, session, commit, settings, on_progress=on_catalog)
 
     def run(self, workspace: str) -> WorkspaceSyncResult:
-        repositories = self.repositories.run(workspace)
+        repositories = None
+        if not self.catalog.resuming(workspace):
+            repositories = self.repositories.run(workspace)
         catalog = self.catalog.run(workspace)
         return WorkspaceSyncResult(repositories, catalog)

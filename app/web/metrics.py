@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import shared_call_totals
 from app.bitbucket.quota import alert_counts
-from app.models import CatalogEntity, SyncRun, WebhookDelivery, utcnow
+from app.models import CatalogEntity, ParkedTask, SyncRun, WebhookDelivery, utcnow
 from app.runtime import Runtime
 from app.sync.refresh_failures import stale_count
 from app.tasks import QUEUES
@@ -136,6 +136,16 @@ class SharedStateCollector(Collector):
             ):
                 runs.add_metric([kind, status], count)
             yield runs
+            parked = GaugeMetricFamily(
+                "bbsync_parked_tasks",
+                "Tasks parked after their worker died on them twice, by task",
+                labels=["task"],
+            )
+            for name, count in session.execute(
+                select(ParkedTask.task_name, func.count()).group_by(ParkedTask.task_name)
+            ):
+                parked.add_metric([name], count)
+            yield parked
             deliveries = CounterMetricFamily(
                 "bbsync_webhook_deliveries",
                 "Webhook deliveries stored, by event and outcome",

@@ -192,7 +192,11 @@ def _database_figures(session: Any) -> dict[str, Any]:
         for kind in ("repositories", "catalog", "activity", "members"):
             run = session.scalars(
                 select(SyncRun)
-                .where(SyncRun.workspace == ws.slug, SyncRun.kind == kind)
+                .where(
+                    SyncRun.workspace == ws.slug,
+                    SyncRun.kind == kind,
+                    SyncRun.status != "skipped",  # the run that held the lock is the news
+                )
                 .order_by(SyncRun.started_at.desc())
                 .limit(1)
             ).first()
