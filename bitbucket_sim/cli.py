@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.admin_denied_status,
         help="status of admin-only endpoints for a non-admin (default 401)",
     )
+    dc.add_argument(
+        "--admin-reads-need-admin",
+        action=boolean,
+        default=defaults.admin_reads_need_admin,
+        help="/admin/groups, /admin/groups/more-members and /admin/users refuse non-admins "
+        "(documented: any licensed user may read them)",
+    )
     dc.add_argument("--project-webhooks", action=boolean, default=defaults.project_webhooks)
     dc.add_argument(
         "--legacy-default-branch", action=boolean, default=defaults.legacy_default_branch

@@ -86,6 +86,7 @@ class SimConfig:
     username: str | None = None
     non_admin_token: str | None = None
     admin_denied_status: int = 401
+    admin_reads_need_admin: bool = False
     project_webhooks: bool = True
     legacy_default_branch: bool = True
     merge_fires_refs_changed: bool = True
@@ -187,6 +188,7 @@ RUNTIME_FLAGS: dict[str, type] = {
     "webhook_retry_delay": float,
     "burst": int,
     "admin_denied_status": int,
+    "admin_reads_need_admin": bool,
     "project_webhooks": bool,
     "legacy_default_branch": bool,
     "merge_fires_refs_changed": bool,

@@ -1,4 +1,4 @@
-"""Users, groups (admin only) and project / repository permissions (admin only)."""
+"""Users, groups and project / repository permissions (the latter need admin rights)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from flask import Blueprint, Response, request
 
 from bitbucket_sim.api.context import current_sim, json_response, origin
 from bitbucket_sim.datacenter.errors import NO_USER, dc_bad_request, dc_not_found
-from bitbucket_sim.datacenter.guards import require_admin
+from bitbucket_sim.datacenter.guards import require_admin, require_admin_read
 from bitbucket_sim.datacenter.lookup import find_project, find_repo
 from bitbucket_sim.datacenter.paging import dc_state, name_filter, paged
 from bitbucket_sim.datacenter.render import (
@@ -49,7 +49,7 @@ def get_user(user_slug: str) -> Response:
 
 @blueprint.get("/admin/users")
 def admin_users() -> Response:
-    require_admin()
+    require_admin_read()
     sim, dc, base = current_sim(), dc_state(), origin()
     ws = sim.workspace
     return paged(_members(ws, name_filter()), lambda a: detailed_user_json(base, dc, a))
@@ -58,7 +58,7 @@ def admin_users() -> Response:
 @blueprint.get("/admin/groups")
 def admin_groups() -> Response:
     """Every group, by name; `?filter=`."""
-    require_admin()
+    require_admin_read()
     ws = current_sim().workspace
     wanted = name_filter()
     groups = sorted((g for g in ws.groups.values() if wanted in g.slug), key=lambda g: g.slug)
@@ -68,7 +68,7 @@ def admin_groups() -> Response:
 @blueprint.get("/admin/groups/more-members")
 def group_members() -> Response:
     """Members of the group `?context=`; `?filter=` on them."""
-    require_admin()
+    require_admin_read()
     sim, dc, base = current_sim(), dc_state(), origin()
     ws = sim.workspace
     context = request.args.get("context") or ""

@@ -3,7 +3,8 @@
 Credentials (`Authorization`):
 - `Bearer <--access-token>`: an HTTP access token (its bot user is an admin);
 - `Bearer <--api-token>` or `Basic <--username>:<--api-token>`: a personal access token;
-- `Bearer <--non-admin-token>`: a user without admin rights (`/admin/*`, permissions: 401).
+- `Bearer <--non-admin-token>`: a user without admin rights (permissions and webhooks: 401;
+  `/admin/*` reads too with `--admin-reads-need-admin`).
 With no credential flag, anyone is accepted (anonymous callers are never rate limited, as
 Data Center limits only basic and bearer authenticated requests).
 """
@@ -128,6 +129,13 @@ def require_admin() -> None:
         status = current_sim().config.admin_denied_status
         message = "You are not permitted to access this resource"
         raise DcError(status, message, NOT_PERMITTED)
+
+
+def require_admin_read() -> None:
+    """`/admin/groups`, `.../more-members`, `/admin/users`: documented as open to any licensed
+    user; refused to non-admins only with `--admin-reads-need-admin`."""
+    if current_sim().config.admin_reads_need_admin:
+        require_admin()
 
 
 def handle_sim_error(error: SimError) -> Response:

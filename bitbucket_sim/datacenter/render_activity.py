@@ -155,4 +155,5 @@ def webhook_json(hook: Hook) -> Json:
         "url": hook.url,
         "active": hook.active,
         "scopeType": "repository" if hook.repository_uuid else "project",
+        "sslVerificationRequired": True,
     }

@@ -154,11 +154,17 @@ def test_anything_else_is_a_401_in_dc_shape(dc, http, auth) -> None:
     "path",
     ["admin/groups", "admin/groups/more-members?context=developers", "admin/users"],
 )
-def test_admin_endpoints_refuse_a_non_admin(dc, http, path) -> None:
+def test_admin_reads_are_open_to_licensed_users_unless_flagged(dc, http, path) -> None:
     reader = {"Authorization": f"Bearer {NON_ADMIN}"}
-    error = assert_dc_error(http.get(f"{dc.rest_url}/{path}", headers=reader, timeout=10), 401)
-    assert error["exceptionName"].endswith("AuthorisationException")
-    assert http.get(f"{dc.rest_url}/{path}", headers=BEARER, timeout=10).status_code in (200, 400)
+    url = f"{dc.rest_url}/{path}"
+    assert http.get(url, headers=reader, timeout=10).status_code == 200
+    dc.set_config(admin_reads_need_admin=True)
+    try:
+        error = assert_dc_error(http.get(url, headers=reader, timeout=10), 401)
+        assert error["exceptionName"].endswith("AuthorisationException")
+        assert http.get(url, headers=BEARER, timeout=10).status_code == 200
+    finally:
+        dc.set_config(admin_reads_need_admin=False)
 
 
 def test_permissions_refuse_a_non_admin_and_the_status_is_selectable(dc, http) -> None:
