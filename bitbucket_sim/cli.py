@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--merge-fires-refs-changed", action=boolean, default=defaults.merge_fires_refs_changed
     )
     dc.add_argument("--raw-etag", action=boolean, default=defaults.raw_etag)
+    dc.add_argument(
+        "--pr-newest-by",
+        choices=("updated", "created"),
+        default=defaults.pr_newest_by,
+        help="what order=NEWEST sorts pull requests by (default updated)",
+    )
     dc.add_argument("--needs-work-event", default=defaults.needs_work_event)
     dc.add_argument("--project-modified-event", default=defaults.project_modified_event)
     return parser

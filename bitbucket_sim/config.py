@@ -91,6 +91,7 @@ class SimConfig:
     legacy_default_branch: bool = True
     merge_fires_refs_changed: bool = True
     raw_etag: bool = False
+    pr_newest_by: str = "updated"
     needs_work_event: str = "pr:reviewer:needs_work"
     project_modified_event: str = "project:modified"
 
@@ -115,6 +116,8 @@ class SimConfig:
             RateSpec.parse(self.rate_limit)
         if self.burst < 1:
             raise ValueError("burst must be at least 1 token")
+        if self.pr_newest_by not in ("updated", "created"):
+            raise ValueError("pr_newest_by must be updated or created")
         if self.admin_denied_status not in (401, 403):
             raise ValueError("admin_denied_status must be 401 or 403")
         if self.username is not None and self.api_token is None:
@@ -193,4 +196,5 @@ RUNTIME_FLAGS: dict[str, type] = {
     "legacy_default_branch": bool,
     "merge_fires_refs_changed": bool,
     "raw_etag": bool,
+    "pr_newest_by": str,
 }

@@ -35,7 +35,10 @@ def list_pullrequests(key: str, slug: str) -> Response:
     if order not in ("NEWEST", "OLDEST"):
         raise dc_bad_request("order must be NEWEST or OLDEST", "order")
     prs = [pr for pr in repo.pullrequests.values() if state in ("ALL", pr_state(pr))]
-    prs.sort(key=lambda pr: (pr.updated_on, pr.id), reverse=order == "NEWEST")
+    if sim.config.pr_newest_by == "created":
+        prs.sort(key=lambda pr: (pr.created_on, pr.id), reverse=order == "NEWEST")
+    else:
+        prs.sort(key=lambda pr: (pr.updated_on, pr.id), reverse=order == "NEWEST")
     base, ws = origin(), sim.workspace
     return paged(prs, lambda pr: pullrequest_json(base, dc, ws, repo, pr))
 

@@ -71,6 +71,28 @@ def test_pull_request_shape_and_merge(dc: SimProcess, http: requests.Session) ->
     assert missing.json()["errors"][0]["exceptionName"].endswith("NoSuchPullRequestException")
 
 
+def test_newest_first_by_update_or_by_creation(dc: SimProcess, http: requests.Session) -> None:
+    summary = dc.repositories()[2]
+    slug = summary["slug"]
+    dc.admin("POST", f"repos/{slug}/branches", json={"name": "feature/order"})
+    first = dc.admin("POST", f"repos/{slug}/pullrequests", json={"source": "feature/order"}).json()
+    second = dc.admin("POST", f"repos/{slug}/pullrequests", json={"source": "feature/order"}).json()
+    dc.admin("POST", f"repos/{slug}/pullrequests/{first['id']}/update", json={"title": "Touched"})
+    url = f"{repo_url(dc, summary)}/pull-requests"
+
+    def ids(order: str) -> list[int]:
+        body = http.get(url, params={"order": order, "limit": 1000}, timeout=10).json()
+        return [pr["id"] for pr in body["values"] if pr["id"] in (first["id"], second["id"])]
+
+    assert ids("NEWEST") == [first["id"], second["id"]]
+    assert ids("OLDEST") == [second["id"], first["id"]]
+    dc.set_config(pr_newest_by="created")
+    try:
+        assert ids("NEWEST") == [second["id"], first["id"]]
+    finally:
+        dc.set_config(pr_newest_by="updated")
+
+
 def test_build_statuses_by_commit(dc: SimProcess, http: requests.Session) -> None:
     summary = dc.repositories()[1]
     slug, head = summary["slug"], summary["head"]
