@@ -116,6 +116,8 @@ class SimConfig:
             RateSpec.parse(self.rate_limit)
         if self.burst < 1:
             raise ValueError("burst must be at least 1 token")
+        if not self.needs_work_event or not self.project_modified_event:
+            raise ValueError("event keys cannot be empty")
         if self.pr_newest_by not in ("updated", "created"):
             raise ValueError("pr_newest_by must be updated or created")
         if self.admin_denied_status not in (401, 403):
@@ -197,4 +199,6 @@ RUNTIME_FLAGS: dict[str, type] = {
     "merge_fires_refs_changed": bool,
     "raw_etag": bool,
     "pr_newest_by": str,
+    "needs_work_event": str,
+    "project_modified_event": str,
 }

@@ -137,3 +137,11 @@ def test_rate_limiting_is_off_by_default(dc: SimProcess, http: requests.Session)
     statuses = {http.get(url, auth=("carol", "z"), timeout=10).status_code for _ in range(80)}
     assert statuses == {200}
     assert dc.stats()["rate_limited"] == 0
+    dc.set_config(rate_limit="1/h", burst=2)  # an admin turns it on
+    try:
+        answers = [http.get(url, auth=("carol", "z"), timeout=10) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert int(answers[2].headers["Retry-After"]) > 60  # one token an hour
+    finally:
+        dc.set_config(rate_limit="off")
+    assert http.get(url, auth=("carol", "z"), timeout=10).status_code == 200
