@@ -74,6 +74,7 @@ class SimProcess:
         **options: Any,
     ) -> None:
         self.workspace = workspace
+        self.flavor = str(options.get("flavor") or "cloud")
         self.host = host
         self.startup_timeout = startup_timeout
         flags = options_to_flags({"workspace": workspace, "repos": repos, "seed": seed, **options})
@@ -171,7 +172,9 @@ class SimProcess:
 
     @property
     def api_url(self) -> str:
-        """`url + "/2.0"`."""
+        """Cloud: `url + "/2.0"`; Data Center: `rest_url`."""
+        if self.flavor == "datacenter":
+            return self.rest_url
         return self.url + "/2.0"
 
     @property

@@ -35,12 +35,11 @@ def _scope(key: str, slug: str | None) -> tuple[str | None, str | None]:
 
 
 def _hooks(repository_uuid: str | None, project_key: str | None) -> list[Hook]:
+    # The --webhook-url subscription has neither scope, so it never shows here.
     return [
         h
         for h in current_sim().workspace.hooks
-        if h.name != "webhook-url"
-        and h.repository_uuid == repository_uuid
-        and h.project_key == project_key
+        if h.repository_uuid == repository_uuid and h.project_key == project_key
     ]
 
 

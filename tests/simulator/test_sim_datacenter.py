@@ -272,3 +272,17 @@ def test_last_modified_commit_of_a_path(dc, api) -> None:
     assert commit["displayId"] == commit["id"][:11] and isinstance(commit["authorTimestamp"], int)
     newest = api.get(url, params={"until": branch, "limit": 1}, timeout=10).json()["values"][0]
     assert newest["id"] == dc.repositories()[7]["head"] != commit["id"]
+
+
+def test_base_urls_and_same_seed_same_ids(dc, http) -> None:
+    from bitbucket_sim.server import SimConfig, SimServer
+
+    assert dc.api_url == dc.rest_url == dc.url + "/rest/api/latest"
+    assert http.get(f"{dc.url}/2.0/repositories/acme", timeout=10).status_code == 404
+
+    def identities(seed: int) -> list[tuple]:
+        with SimServer(SimConfig(flavor="datacenter", repos=20, seed=seed)) as server:
+            body = http.get(f"{server.rest_url}/repos?limit=100", timeout=10).json()
+        return [(r["id"], r["slug"], r["hierarchyId"], r["project"]["id"]) for r in body["values"]]
+
+    assert identities(4) == identities(4) != identities(5)
