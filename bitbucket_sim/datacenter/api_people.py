@@ -65,6 +65,14 @@ def admin_groups() -> Response:
     return paged(groups, group_json)
 
 
+@blueprint.get("/groups")
+def group_names() -> Response:
+    """A page of group names (plain strings); `?filter=`. Any licensed user may call it."""
+    ws = current_sim().workspace
+    wanted = name_filter()
+    return paged(sorted(g for g in ws.groups if wanted in g), lambda name: name)
+
+
 @blueprint.get("/admin/groups/more-members")
 def group_members() -> Response:
     """Members of the group `?context=`; `?filter=` on them."""

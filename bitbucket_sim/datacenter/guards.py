@@ -39,7 +39,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"/repos/[^/]+/pull-requests(/|$)", "pullrequests"),
         (r"/permissions/", "permissions"),
         (r"/webhooks(/|$)", "webhooks"),
-        (r"^/rest/api/[^/]+/admin/groups", "groups"),
+        (r"^/rest/api/[^/]+/(admin/)?groups", "groups"),
         (r"^/rest/api/[^/]+/(admin/)?users", "users"),
         (r"^/rest/api/[^/]+/(projects/[^/]+/repos|repos)(/|$)", "repos"),
         (r"^/rest/api/[^/]+/projects(/|$)", "projects"),

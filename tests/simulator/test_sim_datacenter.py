@@ -193,6 +193,8 @@ def test_groups_and_their_members(dc, api) -> None:
     assert members and {m["name"] for m in members} <= users
     assert all(m["emailAddress"] and m["slug"] == m["name"] for m in members)
     assert_dc_error(api.get(url, params={"context": "no-such-group"}, timeout=10), 400)
+    names = api.get(f"{dc.rest_url}/groups", timeout=10).json()["values"]
+    assert names == [group["name"] for group in groups]
 
 
 # -- refs, raw files and commits ---------------------------------------------------------------
