@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dc.add_argument("--raw-etag", action=boolean, default=defaults.raw_etag)
     dc.add_argument(
+        "--repo-default-branch",
+        action=boolean,
+        default=defaults.repo_default_branch,
+        help="repositories carry defaultBranch (Backstage reads it when present)",
+    )
+    dc.add_argument(
         "--pr-newest-by",
         choices=("updated", "created"),
         default=defaults.pr_newest_by,

@@ -91,6 +91,7 @@ class SimConfig:
     legacy_default_branch: bool = True
     merge_fires_refs_changed: bool = True
     raw_etag: bool = False
+    repo_default_branch: bool = False
     pr_newest_by: str = "updated"
     needs_work_event: str = "pr:reviewer:needs_work"
     project_modified_event: str = "project:modified"
@@ -198,6 +199,7 @@ RUNTIME_FLAGS: dict[str, type] = {
     "legacy_default_branch": bool,
     "merge_fires_refs_changed": bool,
     "raw_etag": bool,
+    "repo_default_branch": bool,
     "pr_newest_by": str,
     "needs_work_event": str,
     "project_modified_event": str,

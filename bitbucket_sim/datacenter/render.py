@@ -93,6 +93,7 @@ def repository_json(base: str, dc: DcState, ws: Workspace, repo: Repository) -> 
             "project": project_json(base, dc, project),
             "public": not repo.is_private,
             "archived": False,
+            **({"defaultBranch": repo.mainbranch} if dc.sim.config.repo_default_branch else {}),
             "links": {
                 "clone": [
                     {"href": f"{base}/scm/{key}/{repo.slug}.git", "name": "http"},

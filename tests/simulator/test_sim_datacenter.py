@@ -215,11 +215,13 @@ def test_default_branch_both_forms_and_branches_with_latest_commit(dc, api) -> N
     assert api.get(f"{url}/branches/default", timeout=10).json() == expected
     branches = api.get(f"{url}/branches", timeout=10).json()["values"]
     assert {b["displayId"]: b["latestCommit"] for b in branches} == summary["branches"]
-    dc.set_config(legacy_default_branch=False)
+    assert "defaultBranch" not in api.get(url, timeout=10).json()
+    dc.set_config(legacy_default_branch=False, repo_default_branch=True)
     try:
         assert_dc_error(api.get(f"{url}/branches/default", timeout=10), 404)
+        assert api.get(url, timeout=10).json()["defaultBranch"] == summary["mainbranch"]
     finally:
-        dc.set_config(legacy_default_branch=True)
+        dc.set_config(legacy_default_branch=True, repo_default_branch=False)
 
 
 def test_raw_files_follow_at(dc, api) -> None:
