@@ -145,3 +145,46 @@ def test_rate_limiting_is_off_by_default(dc: SimProcess, http: requests.Session)
     finally:
         dc.set_config(rate_limit="off")
     assert http.get(url, auth=("carol", "z"), timeout=10).status_code == 200
+
+
+def test_stats_count_calls_per_family(dc: SimProcess, http: requests.Session) -> None:
+    summary = dc.repositories()[3]
+    assert summary["catalog_paths"] == sorted(
+        p for p in summary["files"] if p.endswith("catalog-info.yaml")
+    )
+    dc.reset_stats()
+    base = repo_url(dc, summary)
+    for path in (
+        f"{dc.rest_url}/projects",
+        f"{dc.rest_url}/repos",
+        base,
+        f"{base}/raw/README.md",
+        f"{base}/branches",
+        f"{base}/default-branch",
+        f"{base}/commits?limit=1",
+        f"{base}/pull-requests",
+        f"{dc.url}/rest/build-status/1.0/commits/{summary['head']}",
+        f"{dc.rest_url}/admin/groups",
+        f"{base}/permissions/users",
+        f"{base}/webhooks",
+        f"{dc.rest_url}/users",
+        f"{dc.url}/rest/search/latest/search",
+    ):
+        http.get(path, timeout=10)
+    stats = dc.stats()
+    assert stats["calls"] == {
+        "projects": 1,
+        "repos": 2,
+        "refs": 2,
+        "raw": 1,
+        "files": 0,
+        "commits": 1,
+        "pullrequests": 1,
+        "builds": 1,
+        "users": 1,
+        "groups": 1,
+        "permissions": 1,
+        "webhooks": 1,
+        "other": 1,
+    }
+    assert stats["calls_total"] == 14 and stats["rate_limited"] == 0
