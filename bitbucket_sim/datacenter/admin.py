@@ -8,7 +8,7 @@ project, and pinging a webhook.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from bitbucket_sim import body as fields
 from bitbucket_sim.activity_changes import participant_of
@@ -50,8 +50,6 @@ def needs_work(slug: str, pr_id: int) -> Response:
 @blueprint.delete("/repos/<slug>/pullrequests/<int:pr_id>")
 def delete_pullrequest(slug: str, pr_id: int) -> Response:
     """Delete a pull request (`pr:deleted`); `?actor=` names who did."""
-    from flask import request
-
     sim = current_sim()
     repo, pr = _pullrequest(slug, pr_id)
     actor = sim.actor(request.args.get("actor"))
