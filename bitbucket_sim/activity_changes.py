@@ -23,20 +23,9 @@ from bitbucket_sim.model import (
 )
 from bitbucket_sim.repo_changes import resolve_ref
 from bitbucket_sim.runtime import Simulator
-from bitbucket_sim.webhook_payloads import (
-    RefChange,
-    commit_status_payload,
-    pullrequest_payload,
-    push_payload,
-)
+from bitbucket_sim.webhook_payloads import RefChange
 
-PR_ACTIONS = {
-    "update": "pullrequest:updated",
-    "approve": "pullrequest:approved",
-    "unapprove": "pullrequest:unapproved",
-    "merge": "pullrequest:fulfilled",
-    "decline": "pullrequest:rejected",
-}
+PR_ACTIONS = ("update", "approve", "unapprove", "merge", "decline")
 
 
 def _reviewers(sim: Simulator, keys: list[str]) -> list[Participant]:
@@ -77,12 +66,12 @@ def open_pullrequest(sim: Simulator, slug: str, body: dict[str, Any]) -> PullReq
     )
     pr.participants = _reviewers(sim, fields.text_list(body, "reviewers"))
     repo.pullrequests[pr.id] = pr
-    payload = pullrequest_payload(sim.public_url, sim.workspace, repo, pr, author)
-    sim.emit("pullrequest:created", payload, repo.uuid)
+    sim.events.pullrequest_changed("create", repo, pr, author)
     return pr
 
 
-def _participant(pr: PullRequest, account: Account) -> Participant:
+def participant_of(pr: PullRequest, account: Account) -> Participant:
+    """The account's participant entry, added as PARTICIPANT when missing."""
     for participant in pr.participants:
         if participant.account_id == account.account_id:
             return participant
@@ -110,8 +99,7 @@ def _merge(sim: Simulator, repo: Repository, pr: PullRequest, actor: Account) ->
     pr.destination_commit = destination_head.hash
     destination = pr.destination_branch
     change = RefChange("branch", destination, destination_head.hash, merge.hash, commits=[merge])
-    payload = push_payload(sim.public_url, sim.workspace, repo, [change], actor)
-    sim.emit("repo:push", payload, repo.uuid)
+    sim.events.pushed(repo, [change], actor, merge=True)
     if pr.close_source_branch and pr.source_branch != repo.mainbranch:
         repo.branches.pop(pr.source_branch, None)
 
@@ -124,14 +112,20 @@ def act_on_pullrequest(
     pr = repo.pullrequests.get(pr_id)
     if pr is None:
         raise not_found(f"Pull request {pr_id} not found")
-    event_key = PR_ACTIONS.get(action)
-    if event_key is None:
+    if action not in PR_ACTIONS:
         raise not_found(f"Unknown pull request action {action!r}")
     if pr.state != "OPEN":
         raise bad_request(f"Pull request {pr_id} is {pr.state}, not OPEN")
     actor = sim.actor(fields.text(body, "actor") or fields.text(body, "user"))
     now = sim.clock.now()
     approval_on = None
+    previous: dict[str, Any] = {
+        "title": pr.title,
+        "description": pr.description,
+        "destination_branch": pr.destination_branch,
+        "reviewer_ids": pr.reviewer_ids,
+        "participants": {p.account_id: (p.approved, p.state) for p in pr.participants},
+    }
     if action == "update":
         pr.title = fields.text(body, "title") or pr.title
         pr.description = fields.text(body, "description", pr.description) or ""
@@ -140,7 +134,7 @@ def act_on_pullrequest(
             pr.participants = _reviewers(sim, fields.text_list(body, "reviewers")) + others
         pr.source_commit = repo.branches.get(pr.source_branch, pr.source_commit)
     elif action in ("approve", "unapprove"):
-        participant = _participant(pr, actor)
+        participant = participant_of(pr, actor)
         participant.approved = action == "approve"
         participant.state = "approved" if participant.approved else None
         participant.participated_on = now
@@ -152,8 +146,7 @@ def act_on_pullrequest(
         pr.state, pr.closed_by_id = "DECLINED", actor.account_id
         pr.reason = fields.text(body, "reason") or ""
     pr.updated_on = now
-    payload = pullrequest_payload(sim.public_url, sim.workspace, repo, pr, actor, approval_on)
-    sim.emit(event_key, payload, repo.uuid)
+    sim.events.pullrequest_changed(action, repo, pr, actor, approval_on, previous)
     return pr
 
 
@@ -201,9 +194,7 @@ def set_commit_status(
         status.description = fields.text(body, "description", status.description) or ""
         status.refname = refname or status.refname
     actor = sim.actor(fields.text(body, "actor"))
-    event_key = "repo:commit_status_created" if existing is None else "repo:commit_status_updated"
-    payload = commit_status_payload(sim.public_url, sim.workspace, repo, status, actor)
-    sim.emit(event_key, payload, repo.uuid)
+    sim.events.commit_status_changed(repo, status, actor, existing is None)
     return repo, status, existing is None
 
 

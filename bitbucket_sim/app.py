@@ -60,6 +60,12 @@ def create_app(sim: Simulator) -> Flask:
     app = Flask("bitbucket_sim")
     app.extensions["bitbucket_sim"] = sim
     app.url_map.strict_slashes = False
+    if sim.config.is_datacenter:
+        from bitbucket_sim.datacenter.app import register
+
+        register(app)
+        app.wsgi_app = SerializedRequests(app.wsgi_app, sim.lock)  # type: ignore[method-assign]
+        return app
     guards.install(app)
     for module in (
         repositories,

@@ -8,7 +8,12 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from bitbucket_sim.config import FIELDS_EXCLUSION_CHOICES, PAGELEN_OVER_CAP_CHOICES, SimConfig
+from bitbucket_sim.config import (
+    FIELDS_EXCLUSION_CHOICES,
+    FLAVORS,
+    PAGELEN_OVER_CAP_CHOICES,
+    SimConfig,
+)
 from bitbucket_sim.server import SimServer
 
 
@@ -17,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = SimConfig()
     parser = argparse.ArgumentParser(
         prog="python -m bitbucket_sim",
-        description="A Bitbucket Cloud API 2.0 simulator with rate limits and webhooks.",
+        description="A Bitbucket simulator (Cloud API 2.0, or Data Center REST with "
+        "--flavor datacenter) with rate limits and webhooks.",
     )
     add = parser.add_argument
     add("--port", type=int, default=7990, help="0 picks a free port (default 7990)")
@@ -25,7 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--workspace", default=defaults.workspace)
     add("--repos", type=int, default=defaults.repos, help="number of generated repositories")
     add("--seed", type=int, default=defaults.seed)
-    add("--rate-limit", default=defaults.rate_limit, help="N/h, N/m or N/s (default 1000/h)")
+    add("--flavor", choices=FLAVORS, default=defaults.flavor, help="cloud (default) or datacenter")
+    add(
+        "--rate-limit",
+        default="",
+        help="Cloud: N/h, N/m or N/s window (default 1000/h); Data Center: token bucket refill "
+        "rate per user, or off (default off)",
+    )
     add("--raw-rate-limit", default=defaults.raw_rate_limit, help="file contents (5000/h)")
     retry = parser.add_mutually_exclusive_group()
     retry.add_argument(
@@ -66,6 +78,48 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause between delivery attempts (default 0.5)",
     )
     add("--log-requests", action=boolean, default=defaults.log_requests)
+    dc = parser.add_argument_group("Data Center (--flavor datacenter)")
+    dc.add_argument("--burst", type=int, default=defaults.burst, help="token bucket size (60)")
+    dc.add_argument("--username", default=None, help="with --api-token: Basic username:token")
+    dc.add_argument(
+        "--non-admin-token", default=None, help="a Bearer token of a user without admin rights"
+    )
+    dc.add_argument(
+        "--admin-denied-status",
+        type=int,
+        choices=(401, 403),
+        default=defaults.admin_denied_status,
+        help="status of admin-only endpoints for a non-admin (default 401)",
+    )
+    dc.add_argument(
+        "--admin-reads-need-admin",
+        action=boolean,
+        default=defaults.admin_reads_need_admin,
+        help="/admin/groups, /admin/groups/more-members and /admin/users refuse non-admins "
+        "(documented: any licensed user may read them)",
+    )
+    dc.add_argument("--project-webhooks", action=boolean, default=defaults.project_webhooks)
+    dc.add_argument(
+        "--legacy-default-branch", action=boolean, default=defaults.legacy_default_branch
+    )
+    dc.add_argument(
+        "--merge-fires-refs-changed", action=boolean, default=defaults.merge_fires_refs_changed
+    )
+    dc.add_argument("--raw-etag", action=boolean, default=defaults.raw_etag)
+    dc.add_argument(
+        "--repo-default-branch",
+        action=boolean,
+        default=defaults.repo_default_branch,
+        help="repositories carry defaultBranch (Backstage reads it when present)",
+    )
+    dc.add_argument(
+        "--pr-newest-by",
+        choices=("updated", "created"),
+        default=defaults.pr_newest_by,
+        help="what order=NEWEST sorts pull requests by (default updated)",
+    )
+    dc.add_argument("--needs-work-event", default=defaults.needs_work_event)
+    dc.add_argument("--project-modified-event", default=defaults.project_modified_event)
     return parser
 
 
@@ -97,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(
         f"bitbucket_sim listening on {server.url} "
-        f"(workspace {config.workspace}, {config.repos} repositories)",
+        f"(workspace {config.workspace}, {config.repos} repositories"
+        f"{', Data Center' if config.is_datacenter else ''})",
         flush=True,
     )
     signal.signal(signal.SIGTERM, _stop_on_sigterm)

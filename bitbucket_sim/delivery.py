@@ -18,6 +18,7 @@ import requests
 MAX_ATTEMPTS = 3
 MAX_BODY_BYTES = 256 * 1024
 USER_AGENT = "Bitbucket-Webhooks/2.0"
+DC_USER_AGENT = "Bitbucket Data Center (bitbucket_sim)"
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ def encode_payload(payload: dict[str, Any]) -> bytes:
 class WebhookDispatcher:
     """Posts deliveries from a queue on a daemon thread and records every attempt."""
 
-    def __init__(self, timeout: float = 10.0, retry_delay: float = 0.5) -> None:
+    def __init__(
+        self, timeout: float = 10.0, retry_delay: float = 0.5, datacenter: bool = False
+    ) -> None:
+        self.datacenter = datacenter
         self.timeout = timeout
         self.retry_delay = retry_delay
         self._queue: queue.Queue[OutgoingDelivery | None] = queue.Queue()
@@ -120,14 +124,23 @@ class WebhookDispatcher:
     def _post(
         self, delivery: OutgoingDelivery, attempt: int
     ) -> tuple[int | None, str | None, float]:
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Event-Key": delivery.event_key,
-            "X-Request-UUID": delivery.request_uuid,
-            "X-Hook-UUID": delivery.hook_uuid,
-            "X-Attempt-Number": str(attempt),
-        }
+        if self.datacenter:
+            # Data Center documents exactly X-Request-Id, X-Event-Key and X-Hub-Signature.
+            headers = {
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": DC_USER_AGENT,
+                "X-Event-Key": delivery.event_key,
+                "X-Request-Id": delivery.request_uuid,
+            }
+        else:
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+                "X-Event-Key": delivery.event_key,
+                "X-Request-UUID": delivery.request_uuid,
+                "X-Hook-UUID": delivery.hook_uuid,
+                "X-Attempt-Number": str(attempt),
+            }
         if delivery.secret:
             headers["X-Hub-Signature"] = signature(delivery.secret, delivery.body)
         started = time.monotonic()

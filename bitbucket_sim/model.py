@@ -115,7 +115,10 @@ class CommitStatus:
 
 @dataclass
 class Hook:
-    """A webhook subscription; `repository_uuid` is None for workspace hooks."""
+    """A webhook subscription; `repository_uuid` is None for workspace (and project) hooks.
+
+    `project_key` is set only for Data Center project-level hooks; `name` is Data Center's.
+    """
 
     uuid: str
     url: str
@@ -126,12 +129,19 @@ class Hook:
     created_at: datetime
     repository_uuid: str | None = None
     all_events: bool = False
+    project_key: str | None = None
+    name: str = ""
+    updated_at: datetime | None = None
 
-    def wants(self, event_key: str, repository_uuid: str | None) -> bool:
-        """Whether this subscription receives `event_key` about that repository."""
+    def wants(
+        self, event_key: str, repository_uuid: str | None, project_key: str | None = None
+    ) -> bool:
+        """Whether this subscription receives `event_key` about that repository (or project)."""
         if not self.active:
             return False
         if self.repository_uuid is not None and self.repository_uuid != repository_uuid:
+            return False
+        if self.project_key is not None and self.project_key != project_key:
             return False
         return self.all_events or event_key in self.events
 

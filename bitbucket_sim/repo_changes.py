@@ -14,7 +14,7 @@ from bitbucket_sim.ids import iso
 from bitbucket_sim.model import Account, Commit, Repository, Workspace
 from bitbucket_sim.render import project_ref_json
 from bitbucket_sim.runtime import Simulator
-from bitbucket_sim.webhook_payloads import RefChange, push_payload, repository_event_payload
+from bitbucket_sim.webhook_payloads import RefChange
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _REF_NAME = re.compile(r"^[^\s~^:?*\[\\]+$")
@@ -113,7 +113,7 @@ def push(sim: Simulator, slug: str, body: dict[str, Any]) -> tuple[Repository, s
             pr.source_commit, pr.updated_on = head.hash, head.date
     rewritten = forced and old_hash is not None
     change = RefChange("branch", branch, old_hash, head.hash, rewritten, new_commits[::-1])
-    sim.emit("repo:push", push_payload(sim.public_url, ws, repo, [change], actor), repo.uuid)
+    sim.events.pushed(repo, [change], actor)
     return repo, branch, head
 
 
@@ -135,8 +135,7 @@ def create_ref(
     table[name] = sha
     actor = sim.actor(fields.text(body, "actor"))
     change = RefChange(kind, name, None, sha)
-    payload = push_payload(sim.public_url, sim.workspace, repo, [change], actor)
-    sim.emit("repo:push", payload, repo.uuid)
+    sim.events.pushed(repo, [change], actor)
     return repo, name
 
 
@@ -151,9 +150,7 @@ def delete_ref(sim: Simulator, slug: str, name: str, kind: str, actor_key: str |
     actor = sim.actor(actor_key)
     old_hash = table.pop(name)
     change = RefChange(kind, name, old_hash, None)
-    sim.emit(
-        "repo:push", push_payload(sim.public_url, sim.workspace, repo, [change], actor), repo.uuid
-    )
+    sim.events.pushed(repo, [change], actor)
     return old_hash
 
 
@@ -195,8 +192,7 @@ def create_repository(sim: Simulator, body: dict[str, Any]) -> Repository:
         catalog_layout="custom",
     )
     ws.repositories[slug] = repo
-    payload = repository_event_payload(sim.public_url, ws, repo, actor)
-    sim.emit("repo:created", payload, repo.uuid)
+    sim.events.repository_created(repo, actor)
     return repo
 
 
@@ -224,8 +220,7 @@ def rename_repository(sim: Simulator, slug: str, body: dict[str, Any]) -> Reposi
     if changes:
         repo.updated_on = sim.clock.now()
         actor = sim.actor(fields.text(body, "actor"))
-        payload = repository_event_payload(sim.public_url, ws, repo, actor, changes)
-        sim.emit("repo:updated", payload, repo.uuid)
+        sim.events.repository_updated(repo, actor, changes)
     return repo
 
 
@@ -270,8 +265,7 @@ def update_repository(sim: Simulator, slug: str, body: dict[str, Any]) -> Reposi
     if changes:
         repo.updated_on = sim.clock.now()
         actor = sim.actor(fields.text(body, "actor"))
-        payload = repository_event_payload(sim.public_url, ws, repo, actor, changes)
-        sim.emit("repo:updated", payload, repo.uuid)
+        sim.events.repository_updated(repo, actor, changes)
     return repo
 
 
@@ -281,8 +275,7 @@ def touch_repository(sim: Simulator, slug: str, actor_key: str | None) -> Reposi
     old, repo.updated_on = repo.updated_on, sim.clock.now()
     changes = {"updated_on": {"old": iso(old), "new": iso(repo.updated_on)}}
     actor = sim.actor(actor_key)
-    payload = repository_event_payload(sim.public_url, sim.workspace, repo, actor, changes)
-    sim.emit("repo:updated", payload, repo.uuid)
+    sim.events.repository_updated(repo, actor, changes)
     return repo
 
 
@@ -291,7 +284,7 @@ def delete_repository(sim: Simulator, slug: str, actor_key: str | None) -> Repos
     ws = sim.workspace
     repo = sim.repository(slug)
     actor = sim.actor(actor_key)
-    sim.emit("repo:deleted", repository_event_payload(sim.public_url, ws, repo, actor), repo.uuid)
+    sim.events.repository_deleted(repo, actor)
     del ws.repositories[repo.slug]
     ws.hooks = [hook for hook in ws.hooks if hook.repository_uuid != repo.uuid]
     return repo

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bitbucket_sim.config import RUNTIME_FLAGS, RateSpec, SimConfig
 from bitbucket_sim.credentials import Gatekeeper
 from bitbucket_sim.delivery import WebhookDispatcher, encode_payload
 from bitbucket_sim.errors import bad_request, not_found
+from bitbucket_sim.events import CloudEvents, EventSink
 from bitbucket_sim.faults import FaultPlan
 from bitbucket_sim.generate import build_workspace
 from bitbucket_sim.ids import BASE_TIME, EventClock, IdSource
 from bitbucket_sim.model import Account, Hook, Repository
 from bitbucket_sim.ratelimit import RAW, REPOSITORIES, SlidingWindowLimiter
 from bitbucket_sim.stats import CallStats
+
+if TYPE_CHECKING:
+    from bitbucket_sim.datacenter.state import DcState
 
 # Live changes draw ids from their own stream so they never disturb the generated workspace.
 _LIVE_SEED_OFFSET = 1_000_003
@@ -33,14 +37,26 @@ class Simulator:
         self.workspace = build_workspace(config.workspace, config.repos, config.seed)
         self.ids = IdSource(config.seed + _LIVE_SEED_OFFSET)
         self.clock = EventClock()
-        self.stats = CallStats()
         self.faults = FaultPlan()
         self.limiter = SlidingWindowLimiter(
             {REPOSITORIES: config.rate_spec, RAW: config.raw_rate_spec}
         )
         self.gate = Gatekeeper(config)
-        self.dispatcher = WebhookDispatcher(config.webhook_timeout, config.webhook_retry_delay)
+        self.dispatcher = WebhookDispatcher(
+            config.webhook_timeout, config.webhook_retry_delay, datacenter=config.is_datacenter
+        )
         self.public_url = f"http://{config.host}:{config.port}"
+        self.dc: DcState | None = None
+        self.events: EventSink
+        if config.is_datacenter:
+            from bitbucket_sim.datacenter.state import DcState
+
+            self.dc = DcState(self)
+            self.stats = CallStats(self.dc.families)
+            self.events = self.dc.events
+        else:
+            self.stats = CallStats()
+            self.events = CloudEvents(self)
         # Rendered repository objects, reused while nothing they show has changed.
         self.render_cache: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any]]] = {}
         if config.webhook_url:
@@ -54,6 +70,7 @@ class Simulator:
                     secret=config.webhook_secret,
                     created_at=BASE_TIME,
                     all_events=True,
+                    name="webhook-url",
                 )
             )
 
@@ -80,12 +97,18 @@ class Simulator:
             return self.workspace.accounts[self.workspace.member_ids[0]]
         return next(iter(self.workspace.accounts.values()))
 
-    def emit(self, event_key: str, payload: dict[str, Any], repository_uuid: str | None) -> int:
+    def emit(
+        self,
+        event_key: str,
+        payload: dict[str, Any],
+        repository_uuid: str | None,
+        project_key: str | None = None,
+    ) -> int:
         """Queue `payload` for every subscription that wants it; returns how many."""
         body = encode_payload(payload)
         queued = 0
         for hook in self.workspace.hooks:
-            if hook.wants(event_key, repository_uuid):
+            if hook.wants(event_key, repository_uuid, project_key):
                 self.dispatcher.enqueue(event_key, hook.uuid, hook.url, hook.secret, body)
                 queued += 1
         return queued
@@ -110,9 +133,17 @@ class Simulator:
             raise bad_request(str(exc)) from exc
         for name in changes:
             setattr(self.config, name, getattr(candidate, name))
-        self.limiter.set_spec(REPOSITORIES, RateSpec.parse(self.config.rate_limit))
+        self.limiter.set_spec(REPOSITORIES, self.config.rate_spec)
         self.limiter.set_spec(RAW, RateSpec.parse(self.config.raw_rate_limit))
         self.dispatcher.retry_delay = self.config.webhook_retry_delay
+        if self.dc is not None:
+            self.dc.buckets.configure(self.config.refill_per_second, self.config.burst)
+
+    def reset_limits(self) -> None:
+        """Forget every rate-limit window (and Data Center token bucket)."""
+        self.limiter.reset()
+        if self.dc is not None:
+            self.dc.buckets.reset()
 
     def start(self) -> None:
         self.dispatcher.start()

@@ -60,8 +60,15 @@ class SimServer:
 
     @property
     def api_url(self) -> str:
-        """`url + "/2.0"`."""
+        """Cloud: `url + "/2.0"`; Data Center: `rest_url`."""
+        if self.config.is_datacenter:
+            return self.rest_url
         return self.url + "/2.0"
+
+    @property
+    def rest_url(self) -> str:
+        """Data Center's REST base, `url + "/rest/api/latest"`."""
+        return self.url + "/rest/api/latest"
 
     def start(self) -> SimServer:
         """Bind and serve from a daemon thread; returns self."""

@@ -62,9 +62,10 @@ def family_of(path: str) -> str | None:
 class CallStats:
     """Thread-safe counters behind `GET /_sim/stats`."""
 
-    def __init__(self) -> None:
+    def __init__(self, families: tuple[str, ...] = FAMILIES) -> None:
+        self._families = families
         self._lock = threading.Lock()
-        self._calls = dict.fromkeys(FAMILIES, 0)
+        self._calls = dict.fromkeys(families, 0)
         self._rate_limited = 0
 
     def count(self, family: str, delta: int = 1) -> None:
@@ -88,5 +89,5 @@ class CallStats:
 
     def reset(self) -> None:
         with self._lock:
-            self._calls = dict.fromkeys(FAMILIES, 0)
+            self._calls = dict.fromkeys(self._families, 0)
             self._rate_limited = 0

@@ -54,7 +54,9 @@ def options_to_flags(options: Mapping[str, object]) -> list[str]:
 class SimProcess:
     """Runs `python -m bitbucket_sim` on a free port for the duration of a `with` block.
 
-    Public API (stable): `url`, `api_url`, `token_url`, `port`, `workspace`, `start()`,
+    `flavor="datacenter"` runs the Data Center flavour: its REST base is `rest_url`.
+
+    Public API (stable): `url`, `api_url`, `rest_url`, `token_url`, `port`, `workspace`, `start()`,
     `stop()`, `stats()`, `reset_stats()`, `admin()`, `deliveries()`, `wait_for_deliveries()`,
     `set_config()`, `repositories()`.
     """
@@ -72,6 +74,7 @@ class SimProcess:
         **options: Any,
     ) -> None:
         self.workspace = workspace
+        self.flavor = str(options.get("flavor") or "cloud")
         self.host = host
         self.startup_timeout = startup_timeout
         flags = options_to_flags({"workspace": workspace, "repos": repos, "seed": seed, **options})
@@ -169,8 +172,15 @@ class SimProcess:
 
     @property
     def api_url(self) -> str:
-        """`url + "/2.0"`."""
+        """Cloud: `url + "/2.0"`; Data Center: `rest_url`."""
+        if self.flavor == "datacenter":
+            return self.rest_url
         return self.url + "/2.0"
+
+    @property
+    def rest_url(self) -> str:
+        """Data Center: `url + "/rest/api/latest"` (the server root is `url`)."""
+        return self.url + "/rest/api/latest"
 
     @property
     def token_url(self) -> str:

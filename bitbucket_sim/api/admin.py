@@ -31,7 +31,7 @@ def reset_stats() -> Response:
     """Zero the counters and forget every rate-limit window."""
     sim = current_sim()
     sim.stats.reset()
-    sim.limiter.reset()
+    sim.reset_limits()
     return json_response(sim.stats.snapshot())
 
 
