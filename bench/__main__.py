@@ -9,6 +9,13 @@
    and after 1 % changed, against the Backstage provider's hourly calls (`bench/sync_cost.py`;
    sizes from `BBSYNC_BENCH_SIZES`).
 5. Descriptor parsing under the bounds, legitimate and hostile (`bench/descriptors.py`).
+6. The cold sync under Bitbucket's default limits, time compressed, with a window per resource
+   against the old single window and the physical bound (`bench/sync_cost.py --cold-limits`;
+   size from `BBSYNC_BENCH_COLD_LIMITS`, default 1000).
+7. The steady state under default limits with a real worker and beat, time compressed: calls
+   per simulated hour per job and resource, change latency with webhooks off, sweep coverage
+   (`bench/steady_state.py`; sizes from `BBSYNC_BENCH_STEADY_SIZES`, default 200, and 2 quiet
+   + 2 changing simulated hours: `python -m bench.steady_state --sizes 1000,10000` for more).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from app.bitbucket.budget import Priority, RateBudget
 from app.config import settings_from_env
 from app.runtime import Runtime
 from app.sync.repositories import REPOSITORY_LIST_FIELDS
-from bench import descriptors, sync_cost
+from bench import descriptors, steady_state, sync_cost
 from bench.budget_race import race
 from bitbucket_sim.testing import SimProcess
 
@@ -115,6 +122,10 @@ def main() -> None:
     sizes = os.environ.get("BBSYNC_BENCH_SIZES", "1000,5000,10000")
     for size in (int(s) for s in sizes.split(",") if s.strip()):
         sync_cost.report(sync_cost.measure(size))
+    cold = int(os.environ.get("BBSYNC_BENCH_COLD_LIMITS", "1000"))
+    if cold:
+        sync_cost.report_cold_limits(sync_cost.cold_under_limits(cold))
+    steady_state.run(os.environ.get("BBSYNC_BENCH_STEADY_SIZES", "200"), 2, 2, 1)
 
 
 if __name__ == "__main__":

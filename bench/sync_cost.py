@@ -104,7 +104,7 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
     )
     for budget in rt.budgets:
         budget.reset()
-    started, pauses, calls = time.perf_counter(), 0, 0
+    started, pauses, calls, waited = time.perf_counter(), 0, 0, 0.0
     while True:
         client = rt.bitbucket()
         if mode == "single":
@@ -118,7 +118,9 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
         except RetryLater as exc:
             calls += client.ledger.total
             pauses += 1
-            time.sleep(exc.retry_after if exc.retry_after is not None else 1.0)
+            pause = exc.retry_after if exc.retry_after is not None else 1.0
+            waited += pause
+            time.sleep(pause)
     wall = time.perf_counter() - started
     print(
         json.dumps(
@@ -126,6 +128,7 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
                 "hours": wall / COLD_HOUR,
                 "calls": calls,
                 "pauses": pauses,
+                "waited_hours": waited / COLD_HOUR,
                 "api_share": rt.budget.ceiling(Priority.BACKFILL),
                 "raw_share": rt.raw_budget.ceiling(Priority.BACKFILL),
             }
@@ -188,11 +191,13 @@ def report_cold_limits(row: dict[str, Any]) -> None:
         f"cold sync of {row['size']} repositories under default limits "
         f"({COLD_API_LIMIT}/h API, {COLD_RAW_LIMIT}/h raw; 1 simulated hour = "
         f"{COLD_HOUR:.0f} s): catalog complete after {per['hours']:.2f} simulated h with a "
-        f"window per resource ({api} API + {raw} raw calls, {per['pauses']} budget pauses, "
-        f"{per['rate_limited']} 429s) | physical bound (pages + search) / "
+        f"window per resource ({api} API + {raw} raw calls, {per['pauses']} budget pauses "
+        f"= {per['waited_hours']:.2f} h waiting for budget, {per['rate_limited']} 429s) "
+        f"| physical bound (pages + search) / "
         f"{per['api_share']} + files / {per['raw_share']} = {bound:.2f} h | single 1,000/h "
         f"window (old accounting): {single['hours']:.2f} h ({single['calls']} calls, "
-        f"{single['pauses']} pauses; its own bound {single_bound:.2f} h)"
+        f"{single['pauses']} pauses = {single['waited_hours']:.2f} h waiting; its own bound "
+        f"{single_bound:.2f} h)"
     )
     print(f"          per resource, calls {families}; single window, calls {single['by_family']}")
 
