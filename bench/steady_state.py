@@ -264,7 +264,7 @@ def measure(size: int, quiet_hours: int, change_hours: int, grace_hours: int) ->
                 cold = (time.monotonic() - started) / HOUR
                 break
         result = Result(size, cold)
-        print(f"  N={size}: catalog complete after {cold} simulated hours", flush=True)
+        print(f"  N={size}: catalog complete after {cold or 0:.2f} simulated hours", flush=True)
 
         at, stats, t0 = utcnow(), sim.stats(), time.monotonic()
         wait(quiet_hours * HOUR, procs)

@@ -17,9 +17,12 @@ sides: simulator `--rate-limit 1000/m --raw-rate-limit 5000/m`, bbsync
 twice: with a window per resource (today), and with the single window bbsync had before
 (`raw_budget` is the API budget, so every call, file reads included, is charged to one
 1,000/h window: exactly the old client's accounting, the simulator's raw limit then never
-binds). Beside them the physical bound: `(pages + search) / API share + files / raw share`,
-the shares being what backfill may spend (the limit less the webhook reserve). The sync
-loop is the worker's: on `RetryLater` wait `retry_after`, then run the workspace sync again.
+binds; limit learning off, as the old client had none, or the window would take the raw
+resource's announced 5,000). A fresh window's whole share can be spent at once, so a cold
+sync may finish before the rate bound. Beside them the physical bound:
+`(pages + search) / API share + files / raw share`, the shares being what backfill may
+spend (the limit less the webhook reserve). The sync loop is the worker's: on `RetryLater`
+wait `retry_after`, then run the workspace sync again.
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
                 "BITBUCKET_API_URL": api_url,
                 "BITBUCKET_ACCESS_TOKEN": "bench",
                 "BITBUCKET_RATE_WINDOW_SECONDS": str(int(COLD_HOUR)),
+                # The old client learned no limits: with one window for both resources it
+                # would otherwise take the raw window's announced 5,000 for its own.
+                "BITBUCKET_LEARN_RATE_LIMIT": "false" if mode == "single" else "true",
             }
         )
     )

@@ -338,6 +338,19 @@ def activity_call_cap(settings: Settings) -> int:
     return max(CALLS_PER_REPOSITORY, int(per_window / runs_per_window))
 
 
+def activity_calls_left(session: Session, workspace: str, settings: Settings) -> int:
+    """The next scheduled run's cap, never above what activity runs (retries after a budget
+    pause, beat's runs queued behind a busy worker) left of the share in the current window."""
+    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
+    spent = session.scalar(
+        select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
+            SyncRun.kind == KIND, SyncRun.workspace == workspace, SyncRun.started_at >= since
+        )
+    )
+    share = int(settings.rate_limit_per_hour * settings.activity_share)
+    return max(0, min(activity_call_cap(settings), share - int(spent or 0)))
+
+
 @dataclass(frozen=True)
 class ActivityCoverage:
     repositories: int
