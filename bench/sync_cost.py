@@ -48,6 +48,7 @@ REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 BACKSTAGE_REFRESHES_PER_HOUR = 3600 // 150
 CHILD = (sys.executable, "-m", "bench.sync_cost")
 COLD_HOUR = 60.0  # real seconds per simulated hour in the cold sync under limits
+COLD_MAX_HOURS = float(os.environ.get("BBSYNC_BENCH_COLD_MAX_HOURS", "8"))  # then give up
 COLD_API_LIMIT, COLD_RAW_LIMIT = 1000, 5000  # Bitbucket's defaults
 
 
@@ -87,10 +88,12 @@ def child(database_url: str, api_url: str) -> None:
 
 def cold_child(database_url: str, api_url: str, mode: str) -> None:
     """A cold sync under the default limits (compressed), retried as the worker would."""
+    from sqlalchemy import func, select
+
     from app.bitbucket.budget import Priority
     from app.bitbucket.errors import RetryLater
     from app.config import settings_from_env
-    from app.models import SyncStatus
+    from app.models import Repository, SyncStatus
     from app.runtime import Runtime
     from app.sync.workspace import WorkspaceSync
 
@@ -111,7 +114,8 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
     for budget in rt.budgets:
         budget.reset()
     started, pauses, calls, waited = time.perf_counter(), 0, 0, 0.0
-    while True:
+    complete = False
+    while time.perf_counter() - started < COLD_MAX_HOURS * COLD_HOUR:
         client = rt.bitbucket()
         if mode == "single":
             client.raw_budget = client.budget  # the old accounting: one window for all
@@ -120,6 +124,7 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
                 result = WorkspaceSync(client, session, session.commit, rt.settings).run("bench")
             calls += client.ledger.total
             if result.catalog.status == SyncStatus.SUCCEEDED.value:
+                complete = True
                 break
         except RetryLater as exc:
             calls += client.ledger.total
@@ -128,9 +133,14 @@ def cold_child(database_url: str, api_url: str, mode: str) -> None:
             waited += pause
             time.sleep(pause)
     wall = time.perf_counter() - started
+    with rt.sessions() as session:
+        checked = Repository.catalog_checked_on.is_not(None)
+        read = session.scalar(select(func.count()).where(checked))
     print(
         json.dumps(
             {
+                "complete": complete,
+                "repositories_read": read,
                 "hours": wall / COLD_HOUR,
                 "calls": calls,
                 "pauses": pauses,
@@ -182,6 +192,7 @@ def cold_under_limits(size: int) -> dict[str, Any]:
             figures["by_family"] = {k: v for k, v in stats["calls"].items() if v}
             figures["rate_limited"] = stats["rate_limited"]
             row[mode] = figures
+            print(f"          {mode}: {json.dumps(figures)}", flush=True)
             row["files"] = sum(1 for r in repos if "catalog-info.yaml" in r["catalog_paths"])
     return row
 
@@ -193,15 +204,24 @@ def report_cold_limits(row: dict[str, Any]) -> None:
     api = sum(families.values()) - raw
     bound = api / per["api_share"] + raw / per["raw_share"]
     single_bound = (api + raw) / single["api_share"]
+
+    def done(figures: dict[str, Any]) -> str:
+        if figures["complete"]:
+            return f"catalog complete after {figures['hours']:.2f} simulated h"
+        return (
+            f"NOT complete after {figures['hours']:.1f} simulated h "
+            f"({figures['repositories_read']} of {row['size']} repositories read)"
+        )
+
     print(
         f"cold sync of {row['size']} repositories under default limits "
         f"({COLD_API_LIMIT}/h API, {COLD_RAW_LIMIT}/h raw; 1 simulated hour = "
-        f"{COLD_HOUR:.0f} s): catalog complete after {per['hours']:.2f} simulated h with a "
+        f"{COLD_HOUR:.0f} s): {done(per)} with a "
         f"window per resource ({api} API + {raw} raw calls, {per['pauses']} budget pauses "
         f"= {per['waited_hours']:.2f} h waiting for budget, {per['rate_limited']} 429s) "
         f"| physical bound (pages + search) / "
         f"{per['api_share']} + files / {per['raw_share']} = {bound:.2f} h | single 1,000/h "
-        f"window (old accounting): {single['hours']:.2f} h ({single['calls']} calls, "
+        f"window (old accounting): {done(single)} ({single['calls']} calls, "
         f"{single['pauses']} pauses = {single['waited_hours']:.2f} h waiting; its own bound "
         f"{single_bound:.2f} h)"
     )
