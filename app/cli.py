@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ from app.cli_webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
 from app.credentials_age import token_age_notice
 from app.doctor import database_check, run_checks
+from app.eta import budget_eta_hours, catalog_remaining, describe_eta, listing_remaining
 from app.logs import configure_logging
 from app.models import (
     CatalogEntity,
@@ -124,15 +126,20 @@ def _sync_workspace(rt: Runtime, workspace: str) -> bool:
             phases = phases[1:]
         for phase, run_phase, service in phases:
             bar: Any
+            eta = _Eta(rt)
             with click.progressbar(length=0, label=f"{workspace} {phase}", show_pos=True) as bar:
 
                 def on_progress(
-                    progress: SyncProgress | CatalogProgress, bar: Any = bar, phase: str = phase
+                    progress: SyncProgress | CatalogProgress,
+                    bar: Any = bar,
+                    phase: str = phase,
+                    eta: _Eta = eta,
                 ) -> None:
                     done, total = _progress_figures(progress)
                     if total and bar.length != total:
                         bar.length = total
-                    bar.label = f"{workspace} {phase}: {_describe(progress)}"
+                    label = f"{workspace} {phase}: {_describe(progress)}"
+                    bar.label = ", ".join(filter(None, (label, eta.update(progress))))
                     bar.update(done - bar.pos)
 
                 service.on_progress = on_progress
@@ -140,12 +147,46 @@ def _sync_workspace(rt: Runtime, workspace: str) -> bool:
                     run = run_phase()
                 except RetryLater as exc:
                     click.echo(f"\n{workspace}: paused, run again to resume: {exc}", err=True)
+                    if eta.update(None, force=True):
+                        click.echo(f"{workspace}: {eta.text}", err=True)
                     return False
                 except BitbucketError as exc:
                     click.echo(f"\n{workspace}: failed: {exc}", err=True)
                     return False
             _report_run(workspace, run)
     return True
+
+
+class _Eta:
+    """The budget-bound ETA of one phase, from its progress reports; the budgets are read at
+    most every `every` seconds (each read is a Redis round trip per resource)."""
+
+    def __init__(self, rt: Runtime, every: float = 1.0) -> None:
+        self.rt, self.every = rt, every
+        self.text = ""
+        self._read_at = -every
+        self._last: SyncProgress | CatalogProgress | None = None
+
+    def update(self, progress: SyncProgress | CatalogProgress | None, force: bool = False) -> str:
+        """The ETA text for `progress` (None: the last one seen), re-read when due or `force`."""
+        progress = progress or self._last
+        self._last = progress
+        now = time.monotonic()
+        if progress is None or (now - self._read_at < self.every and not force):
+            return self.text
+        self._read_at = now
+        if isinstance(progress, SyncProgress):
+            remaining = listing_remaining(progress.seen, progress.total)
+        else:
+            remaining = catalog_remaining(
+                progress.checked, progress.total, progress.files_fetched, progress.calls
+            )
+        try:
+            api, raw = self.rt.budget.snapshot(), self.rt.raw_budget.snapshot()
+        except redis.RedisError:
+            return self.text  # the sync itself reports Redis being down
+        self.text = describe_eta(budget_eta_hours(remaining, api, raw))
+        return self.text
 
 
 def _run_service(rt: Runtime, workspace: str, service: Any) -> bool:

@@ -12,6 +12,13 @@
 6. Backstage's real Bitbucket Cloud provider and URL reader (a Node harness, installed on first
    use) beside bbsync's cold and warm sync: calls per pass and per hour
    (`bench/backstage_peer.py`; `BBSYNC_BENCH_PEER_REPOS`, default 1000).
+7. The cold sync under Bitbucket's default limits, time compressed, with a window per resource
+   against the old single window and the physical bound (`bench/sync_cost.py --cold-limits`;
+   size from `BBSYNC_BENCH_COLD_LIMITS`, default 1000).
+8. The steady state under default limits with a real worker and beat, time compressed: calls
+   per simulated hour per job and resource, change latency with webhooks off, sweep coverage
+   (`bench/steady_state.py`; sizes from `BBSYNC_BENCH_STEADY_SIZES`, default 200, and 2 quiet
+   + 2 changing simulated hours: `python -m bench.steady_state --sizes 1000,10000` for more).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from app.bitbucket.budget import Priority, RateBudget
 from app.config import settings_from_env
 from app.runtime import Runtime
 from app.sync.repositories import REPOSITORY_LIST_FIELDS
-from bench import backstage_peer, descriptors, sync_cost
+from bench import backstage_peer, descriptors, steady_state, sync_cost
 from bench.budget_race import race
 from bitbucket_sim.testing import SimProcess
 
@@ -124,6 +131,10 @@ def main() -> None:
         )
     except backstage_peer.HarnessUnavailable as exc:
         print(f"Backstage peer benchmark skipped: {exc}")
+    cold = int(os.environ.get("BBSYNC_BENCH_COLD_LIMITS", "1000"))
+    if cold:
+        sync_cost.report_cold_limits(sync_cost.cold_under_limits(cold))
+    steady_state.run(os.environ.get("BBSYNC_BENCH_STEADY_SIZES", "200"), 2, 2, 1)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,23 @@ catalog file; beside them the calls the Backstage Bitbucket Cloud entity provide
 in an hour on the same workspace (a code search per project per discovery run, then a read
 of every catalog file on each refresh, every 150 s), and the ratio.
 
-    python -m bench.sync_cost [--sizes 1000,5000,10000]
+    python -m bench.sync_cost [--sizes 1000,5000,10000] [--cold-limits 10000]
 
 Each sync runs in its own process (the worker's situation), so its peak RSS is its own.
+
+`--cold-limits N` (also `BBSYNC_BENCH_COLD_LIMITS`): the cold sync of N repositories under
+Bitbucket's DEFAULT limits, time compressed (one simulated hour = one real minute on both
+sides: simulator `--rate-limit 1000/m --raw-rate-limit 5000/m`, bbsync
+`BITBUCKET_RATE_WINDOW_SECONDS=60`), in simulated hours until the catalog is complete; run
+twice: with a window per resource (today), and with the single window bbsync had before
+(`raw_budget` is the API budget, so every call, file reads included, is charged to one
+1,000/h window: exactly the old client's accounting, the simulator's raw limit then never
+binds; limit learning off, as the old client had none, or the window would take the raw
+resource's announced 5,000). A fresh window's whole share can be spent at once, so a cold
+sync may finish before the rate bound. Beside them the physical bound:
+`(pages + search) / API share + files / raw share`, the shares being what backfill may
+spend (the limit less the webhook reserve). The sync loop is the worker's: on `RetryLater`
+wait `retry_after`, then run the workspace sync again.
 """
 
 from __future__ import annotations
@@ -32,6 +46,10 @@ from bitbucket_sim.testing import SimProcess
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
 BACKSTAGE_REFRESHES_PER_HOUR = 3600 // 150
+CHILD = (sys.executable, "-m", "bench.sync_cost")
+COLD_HOUR = 60.0  # real seconds per simulated hour in the cold sync under limits
+COLD_MAX_HOURS = float(os.environ.get("BBSYNC_BENCH_COLD_MAX_HOURS", "8"))  # then give up
+COLD_API_LIMIT, COLD_RAW_LIMIT = 1000, 5000  # Bitbucket's defaults
 
 
 def child(database_url: str, api_url: str) -> None:
@@ -67,6 +85,148 @@ def child(database_url: str, api_url: str) -> None:
             }
         )
     )
+
+
+def cold_child(database_url: str, api_url: str, mode: str) -> None:
+    """A cold sync under the default limits (compressed), retried as the worker would."""
+    from sqlalchemy import func, select
+
+    from app.bitbucket.budget import Priority
+    from app.bitbucket.errors import RetryLater
+    from app.config import settings_from_env
+    from app.models import Repository, SyncStatus
+    from app.runtime import Runtime
+    from app.sync.workspace import WorkspaceSync
+
+    rt = Runtime(
+        settings_from_env(
+            {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": REDIS_URL,
+                "BITBUCKET_API_URL": api_url,
+                "BITBUCKET_ACCESS_TOKEN": "bench",
+                "BITBUCKET_RATE_WINDOW_SECONDS": str(int(COLD_HOUR)),
+                # The old client learned no limits: with one window for both resources it
+                # would otherwise take the raw window's announced 5,000 for its own.
+                "BITBUCKET_LEARN_RATE_LIMIT": "false" if mode == "single" else "true",
+            }
+        )
+    )
+    for budget in rt.budgets:
+        budget.reset()
+    started, pauses, calls, waited = time.perf_counter(), 0, 0, 0.0
+    complete = False
+    while time.perf_counter() - started < COLD_MAX_HOURS * COLD_HOUR:
+        client = rt.bitbucket()
+        if mode == "single":
+            client.raw_budget = client.budget  # the old accounting: one window for all
+        try:
+            with rt.sessions() as session:
+                result = WorkspaceSync(client, session, session.commit, rt.settings).run("bench")
+            calls += client.ledger.total
+            if result.catalog.status == SyncStatus.SUCCEEDED.value:
+                complete = True
+                break
+        except RetryLater as exc:
+            calls += client.ledger.total
+            pauses += 1
+            pause = exc.retry_after if exc.retry_after is not None else 1.0
+            waited += pause
+            time.sleep(pause)
+    wall = time.perf_counter() - started
+    with rt.sessions() as session:
+        checked = Repository.catalog_checked_on.is_not(None)
+        read = session.scalar(select(func.count()).where(checked))
+    print(
+        json.dumps(
+            {
+                "complete": complete,
+                "repositories_read": read,
+                "hours": wall / COLD_HOUR,
+                "calls": calls,
+                "pauses": pauses,
+                "waited_hours": waited / COLD_HOUR,
+                "api_share": rt.budget.ceiling(Priority.BACKFILL),
+                "raw_share": rt.raw_budget.ceiling(Priority.BACKFILL),
+            }
+        )
+    )
+
+
+def cold_under_limits(size: int) -> dict[str, Any]:
+    """Cold syncs of `size` repositories under default limits, per resource and single."""
+    row: dict[str, Any] = {"size": size}
+    for mode in ("per-resource", "single"):
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        with (
+            tempfile.TemporaryDirectory() as folder,
+            SimProcess(
+                workspace="bench",
+                repos=size,
+                seed=11,
+                access_token="bench",
+                startup_timeout=300,
+                rate_limit=f"{COLD_API_LIMIT}/m",
+                raw_rate_limit=f"{COLD_RAW_LIMIT}/m",
+            ) as sim,
+        ):
+            database_url = f"sqlite:///{folder}/bench.db"
+            subprocess.run(
+                [sys.executable, "-m", "alembic", "upgrade", "head"],
+                cwd=ROOT,
+                env={**os.environ, "DATABASE_URL": database_url},
+                check=True,
+                capture_output=True,
+            )
+            repos = sim.repositories()
+            sim.reset_stats()
+            done = subprocess.run(
+                [*CHILD, "--cold-child", database_url, sim.api_url, mode],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"cold sync failed:\n{done.stderr[-3000:]}")
+            figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+            stats = sim.stats()
+            figures["by_family"] = {k: v for k, v in stats["calls"].items() if v}
+            figures["rate_limited"] = stats["rate_limited"]
+            row[mode] = figures
+            print(f"          {mode}: {json.dumps(figures)}", flush=True)
+            row["files"] = sum(1 for r in repos if "catalog-info.yaml" in r["catalog_paths"])
+    return row
+
+
+def report_cold_limits(row: dict[str, Any]) -> None:
+    per, single = row["per-resource"], row["single"]
+    families = per["by_family"]
+    raw = families.get("src", 0)
+    api = sum(families.values()) - raw
+    bound = api / per["api_share"] + raw / per["raw_share"]
+    single_bound = (api + raw) / single["api_share"]
+
+    def done(figures: dict[str, Any]) -> str:
+        if figures["complete"]:
+            return f"catalog complete after {figures['hours']:.2f} simulated h"
+        return (
+            f"NOT complete after {figures['hours']:.1f} simulated h "
+            f"({figures['repositories_read']} of {row['size']} repositories read)"
+        )
+
+    print(
+        f"cold sync of {row['size']} repositories under default limits "
+        f"({COLD_API_LIMIT}/h API, {COLD_RAW_LIMIT}/h raw; 1 simulated hour = "
+        f"{COLD_HOUR:.0f} s): {done(per)} with a "
+        f"window per resource ({api} API + {raw} raw calls, {per['pauses']} budget pauses "
+        f"= {per['waited_hours']:.2f} h waiting for budget, {per['rate_limited']} 429s) "
+        f"| physical bound (pages + search) / "
+        f"{per['api_share']} + files / {per['raw_share']} = {bound:.2f} h | single 1,000/h "
+        f"window (old accounting): {done(single)} ({single['calls']} calls, "
+        f"{single['pauses']} pauses = {single['waited_hours']:.2f} h waiting; its own bound "
+        f"{single_bound:.2f} h)"
+    )
+    print(f"          per resource, calls {families}; single window, calls {single['by_family']}")
 
 
 def run_sync(database_url: str, sim: SimProcess) -> dict[str, Any]:
@@ -174,14 +334,23 @@ def report(row: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="1000,5000,10000")
+    parser.add_argument(
+        "--cold-limits", type=int, default=int(os.environ.get("BBSYNC_BENCH_COLD_LIMITS", "0"))
+    )
     parser.add_argument("--child", nargs=2, metavar=("DATABASE_URL", "API_URL"))
+    parser.add_argument("--cold-child", nargs=3, metavar=("DATABASE_URL", "API_URL", "MODE"))
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
+    if args.cold_child:
+        cold_child(*args.cold_child)
+        return
     print("full sync cost (figures, not pass/fail)")
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         report(measure(size))
+    if args.cold_limits:
+        report_cold_limits(cold_under_limits(args.cold_limits))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Scheduled activity reconciliation spends within its share and on change first: repositories
 whose `updated_on` moved or that got deliveries come before the quiet ones, and the quiet ones
-are swept oldest first (open pull requests before the rest). Live simulator, SQLite and
-PostgreSQL."""
+are swept oldest first (never reconciled, then open pull requests, then the rest). Live
+simulator, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
@@ -41,7 +42,15 @@ def _next_quiet(rt: Runtime, n: int) -> set[str]:
             session.scalars(select(PullRequest.repository_id).where(PullRequest.state == "OPEN"))
         )
         rows = session.scalars(select(Repository)).all()
-        rows = sorted(rows, key=lambda r: (r.id not in with_open, r.activity_reconciled_at))
+        epoch = datetime.min.replace(tzinfo=UTC)
+        rows = sorted(
+            rows,
+            key=lambda r: (
+                r.activity_reconciled_at is not None,
+                r.id not in with_open,
+                r.activity_reconciled_at or epoch,
+            ),
+        )
         return {r.slug for r in rows[:n]}
 
 
@@ -76,6 +85,11 @@ def test_changed_repositories_first_then_the_quiet_ones_oldest_first(
         )
         session.commit()
     changed = pushed | {slugs[20]}
+    backlog = set(slugs[10:13])  # never reconciled (new, or a cold start): after the changes
+    with rt.sessions() as session:
+        for repo in session.scalars(select(Repository).where(Repository.slug.in_(backlog))):
+            repo.activity_reconciled_at = None
+        session.commit()
 
     reconciled: set[str] = set()
     while reconciled != changed:
@@ -86,7 +100,9 @@ def test_changed_repositories_first_then_the_quiet_ones_oldest_first(
         assert counts["changed"] == len(touched) and counts["deferred"] > 0
         reconciled |= touched
 
-    # Nothing is changed any more: the quiet sweep takes the oldest reconciliations first.
+    # Nothing is changed any more: the never-reconciled backlog, then the oldest first.
+    touched, _, _ = _reconcile(rt, max_calls=9)
+    assert touched == backlog
     for _ in range(3):
         expected = _next_quiet(rt, 2)
         touched, spent, counts = _reconcile(rt, max_calls=6)

@@ -29,7 +29,7 @@ from app.credentials_age import token_age_notice
 from app.logs import log_fields
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.outbox import DeliverySpool, database_unavailable
-from app.sync.activity import ActivityReconcile, activity_call_cap, prune_old_activity
+from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
 from app.sync.people import PeopleSync
@@ -426,7 +426,7 @@ def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
             session,
             session.commit,
             pipelines=settings.reconcile_pipelines,
-            max_calls=activity_call_cap(settings),
+            max_calls=activity_calls_left(session, workspace, settings),
         ).run(workspace)
         return {"run_id": run.id, "api_calls": run.api_calls, **run.counts}
 

@@ -279,11 +279,11 @@ def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, 
     """Live repositories in the order activity reconciliation spends on them, each with
     whether it shows signs of change.
 
-    First those never reconciled or with signs of change since their last reconciliation: the
-    hourly listing moved `updated_on`, or deliveries arrived for them (after an ingress outage
-    these are the ones Bitbucket changed meanwhile). Then those with open pull requests (reviews
-    and approvals do not move `updated_on`), then the quiet rest; oldest reconciliation first
-    within each tier.
+    First those with signs of change since their last reconciliation: the hourly listing moved
+    `updated_on`, or deliveries arrived for them (after an ingress outage these are the ones
+    Bitbucket changed meanwhile). Then those never reconciled, then those with open pull
+    requests (reviews and approvals do not move `updated_on`), then the quiet rest; oldest
+    reconciliation first within each tier.
     """
     ws = session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
     if ws is None:
@@ -318,12 +318,16 @@ def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, 
 
     def tier(repo: Repository) -> int:
         last = repo.activity_reconciled_at
-        if last is None or (repo.updated_on is not None and repo.updated_on > last):
+        if last is None:
+            # After the changed ones: a cold backlog (a first sweep of 10,000 repositories
+            # takes days at the share) must not hold a change back.
+            return 1
+        if repo.updated_on is not None and repo.updated_on > last:
             return 0
         seen = delivered.get(repo.full_name)
         if seen is not None and seen > last:
             return 0
-        return 1 if repo.id in with_open else 2
+        return 2 if repo.id in with_open else 3
 
     epoch = datetime.min.replace(tzinfo=UTC)
     tiers = {repo.id: tier(repo) for repo in repos}
@@ -336,6 +340,19 @@ def activity_call_cap(settings: Settings) -> int:
     per_window = settings.rate_limit_per_hour * settings.activity_share
     runs_per_window = settings.rate_window_seconds / settings.activity_interval_seconds
     return max(CALLS_PER_REPOSITORY, int(per_window / runs_per_window))
+
+
+def activity_calls_left(session: Session, workspace: str, settings: Settings) -> int:
+    """The next scheduled run's cap, never above what activity runs (retries after a budget
+    pause, beat's runs queued behind a busy worker) left of the share in the current window."""
+    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
+    spent = session.scalar(
+        select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
+            SyncRun.kind == KIND, SyncRun.workspace == workspace, SyncRun.started_at >= since
+        )
+    )
+    share = int(settings.rate_limit_per_hour * settings.activity_share)
+    return max(0, min(activity_call_cap(settings), share - int(spent or 0)))
 
 
 @dataclass(frozen=True)
