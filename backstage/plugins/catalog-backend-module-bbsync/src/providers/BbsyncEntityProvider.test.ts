@@ -4,7 +4,7 @@ import {
   EntityProviderConnection,
   EntityProviderMutation,
 } from '@backstage/plugin-catalog-node';
-import { ChangeFeedServer, component } from './testFeed';
+import { ChangeFeedServer, component } from '../__testUtils__/changeFeedServer';
 import { BbsyncEntityProvider } from './BbsyncEntityProvider';
 
 describe('BbsyncEntityProvider', () => {
