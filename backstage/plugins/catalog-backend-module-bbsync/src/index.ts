@@ -10,6 +10,7 @@ export type { BbsyncProviderConfig } from './providers/config';
 export {
   bbsyncPermissionRules,
   bbsyncConditions,
+  createBbsyncConditionalDecision,
   isBitbucketReader,
   isBitbucketWriter,
 } from './permissions/rules';

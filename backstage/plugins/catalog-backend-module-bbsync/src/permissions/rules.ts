@@ -1,6 +1,6 @@
 import { Entity } from '@backstage/catalog-model';
 import {
-  createConditionFactory,
+  createConditionExports,
   createPermissionRule,
 } from '@backstage/plugin-permission-node';
 import { catalogEntityPermissionResourceRef } from '@backstage/plugin-catalog-node/alpha';
@@ -64,8 +64,14 @@ export const isBitbucketWriter = createPermissionRule({
 /** The rules the module registers with the catalog. @public */
 export const bbsyncPermissionRules = [isBitbucketReader, isBitbucketWriter];
 
+const exported = createConditionExports({
+  resourceRef: catalogEntityPermissionResourceRef,
+  rules: { isBitbucketReader, isBitbucketWriter },
+});
+
 /** Conditions for a permission policy. @public */
-export const bbsyncConditions = {
-  isBitbucketReader: createConditionFactory(isBitbucketReader),
-  isBitbucketWriter: createConditionFactory(isBitbucketWriter),
-};
+export const bbsyncConditions = exported.conditions;
+
+/** Wraps bbsync conditions for a catalog entity permission. @public */
+export const createBbsyncConditionalDecision =
+  exported.createConditionalDecision;
