@@ -27,17 +27,18 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest backstage-test
+test: lint typecheck backstage-test pytest
 
 # The Backstage packages (backstage/): installed from the lockfile, then type-checked,
 # formatted, linted, tested and built with Backstage's own CLI, package by package.
 BACKSTAGE := backstage
 BACKSTAGE_PACKAGES := $(wildcard $(BACKSTAGE)/plugins/*)
+BACKSTAGE_BACKEND := $(BACKSTAGE)/packages/backend
 NPM ?= npm
 
 backstage-install: $(BACKSTAGE)/node_modules/.package-lock.json
 
-$(BACKSTAGE)/node_modules/.package-lock.json: $(BACKSTAGE)/package-lock.json $(BACKSTAGE)/package.json $(wildcard $(BACKSTAGE)/plugins/*/package.json)
+$(BACKSTAGE)/node_modules/.package-lock.json: $(BACKSTAGE)/package-lock.json $(BACKSTAGE)/package.json $(wildcard $(BACKSTAGE)/plugins/*/package.json $(BACKSTAGE)/packages/*/package.json)
 	cd $(BACKSTAGE) && $(NPM) ci --no-audit --no-fund
 	touch $@
 
@@ -50,6 +51,8 @@ backstage-test: backstage-install
 	   CI=true npx --no-install backstage-cli package test && \
 	   npx --no-install backstage-cli package build); \
 	done
+	# The real Backstage backend of tests/test_backstage_e2e.py: linted here, run by pytest.
+	cd $(BACKSTAGE_BACKEND) && npx --no-install backstage-cli package lint
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m bench
