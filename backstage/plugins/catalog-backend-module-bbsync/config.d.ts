@@ -12,7 +12,7 @@ export interface Config {
          * @visibility secret
          */
         token: string;
-        /** Entities per change-feed page (default 500). */
+        /** Entities per change-feed page (default 500, at most 1000). */
         pageSize?: number;
         /** How often to poll the change feed (default: every 5 seconds, timeout 3 minutes). */
         schedule?: SchedulerServiceTaskScheduleDefinitionConfig;

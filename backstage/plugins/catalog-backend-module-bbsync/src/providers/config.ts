@@ -32,9 +32,9 @@ export function readProviderConfig(
     );
   }
   const pageSize = block.getOptionalNumber('pageSize') ?? 500;
-  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 5000) {
+  if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
     throw new Error(
-      'catalog.providers.bbsync.pageSize must be an integer from 1 to 5000',
+      'catalog.providers.bbsync.pageSize must be an integer from 1 to 1000',
     );
   }
   return {
