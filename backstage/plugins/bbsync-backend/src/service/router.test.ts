@@ -252,6 +252,23 @@ describe('bbsync backend plugin', () => {
     expect(bbsync.seen).toHaveLength(0);
   });
 
+  it('reports a refused service token as bbsync being unavailable', async () => {
+    const backend = await startTestBackend({
+      features: [
+        bbsyncPlugin,
+        mockServices.rootConfig.factory({
+          data: { bbsync: { baseUrl: bbsync.url, token: 'stale' } },
+        }),
+        catalogServiceMock.factory({ entities: [] }),
+      ],
+    });
+    const res = await request(backend.server)
+      .get('/api/bbsync/repositories/ws/repo/health')
+      .set('Authorization', as('reader'));
+    expect(res.status).toBe(503);
+    expect(res.body.error.message).toContain('bbsync.token');
+  });
+
   it('refuses a run by a service', async () => {
     const res = await request(app)
       .post('/api/bbsync/repositories/ws/repo/pipelines')
