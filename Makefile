@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench clean backstage-install backstage-test
 
 install: $(VENV)/.installed
 
@@ -27,10 +27,36 @@ typecheck: install
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck backstage-test pytest
+
+# The Backstage packages (backstage/): installed from the lockfile, then type-checked,
+# formatted, linted, tested and built with Backstage's own CLI, package by package.
+BACKSTAGE := backstage
+BACKSTAGE_PACKAGES := $(wildcard $(BACKSTAGE)/plugins/*)
+BACKSTAGE_BACKEND := $(BACKSTAGE)/packages/backend
+NPM ?= npm
+
+backstage-install: $(BACKSTAGE)/node_modules/.package-lock.json
+
+$(BACKSTAGE)/node_modules/.package-lock.json: $(BACKSTAGE)/package-lock.json $(BACKSTAGE)/package.json $(wildcard $(BACKSTAGE)/plugins/*/package.json $(BACKSTAGE)/packages/*/package.json)
+	cd $(BACKSTAGE) && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+backstage-test: backstage-install
+	cd $(BACKSTAGE) && npx --no-install prettier --check 'plugins/*/src/**/*.{ts,tsx}' 'plugins/*/config.d.ts'
+	cd $(BACKSTAGE) && npx --no-install tsc
+	set -e; for pkg in $(BACKSTAGE_PACKAGES); do \
+	  echo "backstage: $$pkg"; \
+	  (cd $$pkg && npx --no-install backstage-cli package lint && \
+	   CI=true npx --no-install backstage-cli package test && \
+	   npx --no-install backstage-cli package build); \
+	done
+	# The real Backstage backend of tests/test_backstage_e2e.py: linted here, run by pytest.
+	cd $(BACKSTAGE_BACKEND) && npx --no-install backstage-cli package lint
 
 bench: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bbsync.db*
+	rm -rf $(BACKSTAGE)/node_modules $(BACKSTAGE)/dist-types $(BACKSTAGE)/plugins/*/dist
