@@ -75,6 +75,13 @@ def migrated_url(database_url: str) -> str:
     return database_url
 
 
+@pytest.fixture(scope="module")
+def broker_url() -> str:
+    """The Celery broker of the running systems tests start (`tests/test_webhook_flow.py`'s
+    `system`): Redis. The webhook flow itself overrides this to run on RabbitMQ too."""
+    return REDIS_TEST_URL
+
+
 @pytest.fixture
 def redis_url() -> str:
     client = redis.Redis.from_url(REDIS_TEST_URL)
