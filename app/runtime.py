@@ -49,29 +49,24 @@ class Runtime:
     def budget(self) -> RateBudget:
         """The window every API call counts in (`repositories`)."""
         s = self.settings
-        return RateBudget(
-            s.redis_url,
-            s.credential.fingerprint,
-            limit=s.rate_limit_per_hour,
-            window_seconds=s.rate_window_seconds,
-            reserve=s.rate_reserve,
-            redis_client=self.redis,
-            floor=s.rate_limit_floor,
-            probe_seconds=s.rate_limit_probe_seconds,
-        )
+        return self._window(Resource.API, s.rate_limit_per_hour, s.rate_reserve)
 
     @cached_property
     def raw_budget(self) -> RateBudget:
         """The window raw file content (`/src/`) counts in, beside the API's."""
         s = self.settings
+        return self._window(Resource.RAW, s.raw_rate_limit_per_hour, s.raw_rate_reserve)
+
+    def _window(self, resource: Resource, limit: int, reserve: int) -> RateBudget:
+        s = self.settings
         return RateBudget(
             s.redis_url,
             s.credential.fingerprint,
-            limit=s.raw_rate_limit_per_hour,
+            limit=limit,
             window_seconds=s.rate_window_seconds,
-            reserve=s.raw_rate_reserve,
+            reserve=reserve,
             redis_client=self.redis,
-            resource=Resource.RAW,
+            resource=resource,
             floor=s.rate_limit_floor,
             probe_seconds=s.rate_limit_probe_seconds,
         )

@@ -37,14 +37,6 @@ class BudgetSchema(ResourceBudgetSchema):
 
     credential = fields.String()
     resources = fields.Dict(keys=fields.String(), values=fields.Nested(ResourceBudgetSchema))
-    limit = fields.Integer()
-    reserve = fields.Integer()
-    used = fields.Integer()
-    remaining = fields.Integer()
-    backfill_remaining = fields.Integer()
-    window_seconds = fields.Integer()
-    frees_at = fields.String(allow_none=True)
-    paused_until = fields.String(allow_none=True)
 
 
 _budget_schema = BudgetSchema()
