@@ -113,6 +113,7 @@ class Settings:
     reconcile_pipelines: bool = True
     health_pipeline_runs: int = 20
     retention_days: int = 90
+    change_retention_days: int = 7  # the catalog change feed: older cursors get a 410
     members_interval_seconds: int = 3600
     quota_warn_percent: int = 80
     sentry_environment: str = "production"
@@ -276,6 +277,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
         ),
         retention_days=whole_number("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
+        change_retention_days=whole_number(
+            "BBSYNC_CHANGE_RETENTION_DAYS", get("BBSYNC_CHANGE_RETENTION_DAYS", "7")
+        ),
         sentry_environment=get("SENTRY_ENVIRONMENT", "production"),
         sentry_release=get("SENTRY_RELEASE"),
         sentry_traces_sample_rate=rate(

@@ -190,6 +190,22 @@ class CatalogEntity(Base):
     repository: Mapped[Repository | None] = relationship()
 
 
+class CatalogChange(Base):
+    """One change of a catalog entity (written or retired), numbered in commit order: the
+    change feed `GET /catalog/changes` serves the entity's state as of each number. A row
+    without an entity is the floor the retention left: changes up to it are gone."""
+
+    __tablename__ = "catalog_changes"
+    # AUTOINCREMENT: SQLite never hands out a number again, even after pruning the newest.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    entity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("catalog_entities.id", ondelete="CASCADE"), index=True
+    )
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class SyncStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"

@@ -8,6 +8,9 @@
 4. A full sync's calls, time and memory for 1,000 / 5,000 / 10,000 repositories, cold, warm
    and after 1 % changed, against the Backstage provider's hourly calls (`bench/sync_cost.py`;
    sizes from `BBSYNC_BENCH_SIZES`).
+5. Backstage's real Bitbucket Cloud provider and URL reader (a Node harness, installed on first
+   use) beside bbsync's cold and warm sync: calls per pass and per hour
+   (`bench/backstage_peer.py`; `BBSYNC_BENCH_PEER_REPOS`, default 1000).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from app.bitbucket.budget import Priority, RateBudget
 from app.config import settings_from_env
 from app.runtime import Runtime
 from app.sync.repositories import REPOSITORY_LIST_FIELDS
-from bench import sync_cost
+from bench import backstage_peer, sync_cost
 from bench.budget_race import race
 from bitbucket_sim.testing import SimProcess
 
@@ -113,6 +116,12 @@ def main() -> None:
     sizes = os.environ.get("BBSYNC_BENCH_SIZES", "1000,5000,10000")
     for size in (int(s) for s in sizes.split(",") if s.strip()):
         sync_cost.report(sync_cost.measure(size))
+    try:
+        backstage_peer.report(
+            backstage_peer.measure(int(os.environ.get("BBSYNC_BENCH_PEER_REPOS", "1000")))
+        )
+    except backstage_peer.HarnessUnavailable as exc:
+        print(f"Backstage peer benchmark skipped: {exc}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
-from bitbucket_sim.config import PAGELEN_OVER_CAP_CHOICES, SimConfig
+from bitbucket_sim.config import FIELDS_EXCLUSION_CHOICES, PAGELEN_OVER_CAP_CHOICES, SimConfig
 from bitbucket_sim.server import SimServer
 
 
@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--groups-api", action=boolean, default=defaults.groups_api)
     add("--search-repeats-items", action=boolean, default=defaults.search_repeats_items)
     add("--pagelen-over-cap", choices=PAGELEN_OVER_CAP_CHOICES, default=defaults.pagelen_over_cap)
+    add(
+        "--added-fields-survive",
+        choices=FIELDS_EXCLUSION_CHOICES,
+        default=defaults.added_fields_survive,
+        help="which fields=-… exclusions spare a +… field below them (default: wildcard)",
+    )
     add("--webhook-timeout", type=float, default=defaults.webhook_timeout, metavar="SECONDS")
     add(
         "--webhook-retry-delay",

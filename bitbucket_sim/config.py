@@ -10,6 +10,10 @@ _WINDOW_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 _RATE_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*([hms])\s*$")
 
 PAGELEN_OVER_CAP_CHOICES = ("reject", "clamp")
+# Which `fields=-…` exclusions spare a field the same request added with `+…` below them:
+# "wildcard" (only exclusions with `*`, what Backstage's Bitbucket Cloud provider relies on)
+# or "always" (any exclusion; Bitbucket's behaviour for literal ones is unverified).
+FIELDS_EXCLUSION_CHOICES = ("wildcard", "always")
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,9 @@ class SimConfig:
     """Every option of the simulator; field names match the CLI flags (dashes → underscores).
 
     Behaviour flags (`retry_after`, `push_updates_updated_on`, `not_modified_costs_call`,
-    `code_search`, `groups_api`, `search_repeats_items`, `pagelen_over_cap`, `rate_limit`,
-    `raw_rate_limit`) can also be changed at runtime with `POST /_sim/config`.
+    `code_search`, `groups_api`, `search_repeats_items`, `pagelen_over_cap`,
+    `added_fields_survive`, `rate_limit`, `raw_rate_limit`) can also be changed at runtime
+    with `POST /_sim/config`.
     """
 
     workspace: str = "acme"
@@ -71,6 +76,7 @@ class SimConfig:
     groups_api: bool = True
     search_repeats_items: bool = False
     pagelen_over_cap: str = "reject"
+    added_fields_survive: str = "wildcard"
     webhook_timeout: float = 10.0
     webhook_retry_delay: float = 0.5
     log_requests: bool = False
@@ -98,6 +104,8 @@ class SimConfig:
             raise ValueError("oauth_expires_in must be at least 1 second")
         if self.pagelen_over_cap not in PAGELEN_OVER_CAP_CHOICES:
             raise ValueError(f"pagelen_over_cap must be one of {PAGELEN_OVER_CAP_CHOICES}")
+        if self.added_fields_survive not in FIELDS_EXCLUSION_CHOICES:
+            raise ValueError(f"added_fields_survive must be one of {FIELDS_EXCLUSION_CHOICES}")
 
     @property
     def credentials_required(self) -> bool:
@@ -133,6 +141,7 @@ RUNTIME_FLAGS: dict[str, type] = {
     "groups_api": bool,
     "search_repeats_items": bool,
     "pagelen_over_cap": str,
+    "added_fields_survive": str,
     "rate_limit": str,
     "raw_rate_limit": str,
     "oauth_expires_in": int,

@@ -8,6 +8,11 @@ Supported forms, comma-separated and combinable:
   `values.uuid,values.slug,next` (a path naming an object keeps it whole);
 - `*` in a path matches every key at that level, e.g. `values.*`.
 
+An exclusion never removes what the same request added below it: `-values.*.*.*.links` with
+`+values.file.commit.repository.links.html.href` keeps that one link (Backstage's Bitbucket
+Cloud provider asks exactly this). Whether a literal exclusion yields too is unverified:
+`survive="always"` makes it yield, the default "wildcard" only exclusions with `*`.
+
 Paths walk through lists transparently (`values.slug` applies to each item).
 """
 
@@ -83,9 +88,10 @@ def _pick(node: Any, tree: Tree) -> Any:
     return picked
 
 
-def _drop(node: Any, parts: list[str]) -> Any:
+def _drop(node: Any, parts: list[str], keep: list[list[str]], walked: tuple[str, ...]) -> Any:
+    """`node` without the path `parts`, except where a `keep` path lies at or under it."""
     if isinstance(node, list):
-        return [_drop(item, parts) for item in node]
+        return [_drop(item, parts, keep, walked) for item in node]
     if not isinstance(node, dict) or not parts:
         return node
     head, rest = parts[0], parts[1:]
@@ -95,23 +101,35 @@ def _drop(node: Any, parts: list[str]) -> Any:
         if key not in copy:
             continue
         if rest:
-            copy[key] = _drop(copy[key], rest)
-        else:
+            copy[key] = _drop(copy[key], rest, keep, (*walked, key))
+            continue
+        here = [*walked, key]
+        below = [k[len(here) :] for k in keep if k[: len(here)] == here]
+        if not below:
             del copy[key]
+        elif any(not suffix for suffix in below):
+            continue  # the field itself was added: it stays whole
+        else:
+            copy[key] = _pick(copy[key], _tree(".".join(suffix) for suffix in below))
     return copy
 
 
-def apply_fields(doc: dict[str, Any], spec: FieldSpec, hidden: Iterable[str] = ()) -> Any:
+def apply_fields(
+    doc: dict[str, Any], spec: FieldSpec, hidden: Iterable[str] = (), survive: str = "wildcard"
+) -> Any:
     """`doc` trimmed by `spec`; `hidden` paths are dropped unless the spec asks for them.
+    `survive`: which exclusions spare added fields below them ("wildcard" or "always").
 
     Never mutates `doc`.
     """
     result: Any = doc
     for path in hidden:
         if not spec.reveals(path):
-            result = _drop(result, path.split("."))
+            result = _drop(result, path.split("."), [], ())
     if spec.explicit:
         result = _pick(result, _tree((*spec.explicit, *spec.added)))
+    asked = [path.split(".") for path in (*spec.explicit, *spec.added)]
     for path in spec.removed:
-        result = _drop(result, path.split("."))
+        spared = asked if survive == "always" or "*" in path.split(".") else []
+        result = _drop(result, path.split("."), spared, ())
     return result

@@ -1,8 +1,8 @@
 """Code search over the head of each repository's main branch.
 
 Query language (a practical subset of Bitbucket's): whitespace-separated terms, `"quoted
-phrases"`, and the filters `repo:<slug>`, `path:<path, directory, file name or glob>`,
-`ext:<extension>` and `lang:<language>`. A term matches a file when it occurs,
+phrases"`, and the filters `repo:<slug>`, `project:<key>`, `path:<path, directory, file name
+or glob>`, `ext:<extension>` and `lang:<language>`. A term matches a file when it occurs,
 case-insensitively, in its content or its path; every term must match.
 """
 
@@ -28,6 +28,7 @@ class SearchQueryError(ValueError):
 class SearchQuery:
     terms: tuple[str, ...]
     repos: tuple[str, ...]
+    projects: tuple[str, ...]
     paths: tuple[str, ...]
     extensions: tuple[str, ...]
     languages: tuple[str, ...]
@@ -39,7 +40,13 @@ class SearchQuery:
         except ValueError as exc:
             raise SearchQueryError(f"Invalid search query: {exc}") from exc
         terms: list[str] = []
-        filters: dict[str, list[str]] = {"repo": [], "path": [], "ext": [], "lang": []}
+        filters: dict[str, list[str]] = {
+            "repo": [],
+            "project": [],
+            "path": [],
+            "ext": [],
+            "lang": [],
+        }
         for token in tokens:
             name, sep, value = token.partition(":")
             if sep and name.lower() in filters and value:
@@ -51,6 +58,7 @@ class SearchQuery:
         return cls(
             terms=tuple(terms),
             repos=tuple(v.lower() for v in filters["repo"]),
+            projects=tuple(v.upper() for v in filters["project"]),
             paths=tuple(filters["path"]),
             extensions=tuple(v.lower().lstrip(".") for v in filters["ext"]),
             languages=tuple(v.lower() for v in filters["lang"]),
@@ -81,6 +89,8 @@ def path_matches_filter(path: str, wanted: str) -> bool:
 
 def _accepts(query: SearchQuery, repo: Repository, path: str, content: str) -> bool:
     if query.repos and repo.slug not in query.repos:
+        return False
+    if query.projects and repo.project_key.upper() not in query.projects:
         return False
     if query.languages and repo.language not in query.languages:
         return False

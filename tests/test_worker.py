@@ -171,3 +171,43 @@ def test_a_task_out_of_budget_retries_later_and_resumes(
     assert run.counts["seen"] == 250
     assert count_repositories(postgres_url) == 250
     assert sim.stats()["calls_total"] == 3
+
+
+def test_the_retention_task_prunes_the_change_log_through_a_real_worker(
+    sim: SimProcess, sqlite_url: str, redis_url: str, start_worker: WorkerFactory
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from app.catalog.changes import change_floor
+    from app.catalog.entities import built
+    from app.models import CatalogChange, EntitySource, utcnow
+    from app.sync.entity_writer import EntityWriter
+    from app.tasks import PRUNE_ACTIVITY
+
+    migrate(sqlite_url)
+    engine = make_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            writer = EntityWriter(session, "acme")
+            for name in ("old", "older"):
+                body = {"apiVersion": "backstage.io/v1alpha1", "kind": "Component"}
+                writer.write(built({**body, "metadata": {"name": name}}), EntitySource.GENERATED)
+            session.commit()
+            session.execute(update(CatalogChange).values(changed_at=utcnow() - timedelta(days=8)))
+            session.commit()
+        start_worker(worker_env(sim, sqlite_url, redis_url))
+        enqueue(producer(redis_url), PRUNE_ACTIVITY)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                if change_floor(session):
+                    break
+            time.sleep(0.3)
+        with sessions() as session:
+            assert change_floor(session) == 2  # the newest old change is the floor now
+            assert session.scalars(select(CatalogChange.entity_id)).all() == [None]
+    finally:
+        engine.dispose()

@@ -13,6 +13,7 @@ from celery.exceptions import Retry
 from sqlalchemy import or_, select, update
 
 from app.bitbucket.budget import Priority
+from app.catalog.changes import prune_changes
 from app.credentials_age import token_age_notice
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.sync.activity import ActivityReconcile, prune_old_activity
@@ -229,10 +230,13 @@ def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
 
 
 @shared_task(bind=True, base=BbsyncTask, name=PRUNE_ACTIVITY)
-def prune_activity(self: BbsyncTask) -> dict[str, int]:
-    """Retention: pipelines and statuses older than `BBSYNC_RETENTION_DAYS` go."""
+def prune_activity(self: BbsyncTask) -> dict[str, Any]:
+    """Retention: pipelines and statuses older than `BBSYNC_RETENTION_DAYS` go, and catalog
+    changes older than `BBSYNC_CHANGE_RETENTION_DAYS`."""
+    settings = self.runtime.settings
     with self.unit_of_work() as session:
-        return prune_old_activity(session, self.runtime.settings.retention_days)
+        pruned = prune_old_activity(session, settings.retention_days)
+        return {**pruned, **prune_changes(session, settings.change_retention_days)}
 
 
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_ALL_MEMBERS)

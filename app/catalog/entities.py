@@ -25,6 +25,37 @@ SOURCE_LOCATION = "backstage.io/source-location"
 VIEW_URL = "backstage.io/view-url"
 EDIT_URL = "backstage.io/edit-url"
 MANAGED_BY = "bbsync.io/managed-by"
+# Where Backstage says an entity comes from ("View source", the inspect dialog); its catalog
+# refuses to process an entity without them.
+LOCATION = "backstage.io/managed-by-location"
+ORIGIN_LOCATION = "backstage.io/managed-by-origin-location"
+
+
+def locations(target: str) -> dict[str, str]:
+    """Both location annotations for a location reference such as `url:https://…`."""
+    return {LOCATION: target, ORIGIN_LOCATION: target}
+
+
+def workspace_location(workspace: str) -> str:
+    """The location of what Bitbucket itself defines (people, groups): stable per workspace."""
+    return f"bbsync:{workspace}"
+
+
+def served_body(body: dict[str, Any], source: str, workspace: str | None) -> dict[str, Any]:
+    """The entity as served to Backstage. Entities stored before bbsync set the location
+    annotations get them here, from what they carry (built ones have them already)."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    if LOCATION in annotations and ORIGIN_LOCATION in annotations:
+        return body
+    if source == "descriptor" and annotations.get(VIEW_URL):
+        target = f"url:{annotations[VIEW_URL]}"
+    elif source == "generated" and annotations.get(REPO_URL):
+        target = f"url:{annotations[REPO_URL]}"
+    else:
+        target = workspace_location(workspace or "bitbucket")
+    copy_ = copy.deepcopy(body)
+    copy_.setdefault("metadata", {})["annotations"] = {**annotations, **locations(target)}
+    return copy_
 
 
 @dataclass(frozen=True)
@@ -108,7 +139,10 @@ class EntityBuilder:
         body = copy.deepcopy(descriptor.body)
         metadata = body.setdefault("metadata", {})
         own = metadata.get("annotations") or {}
-        metadata["annotations"] = {**self.annotations(repo, path), **own}
+        # The file's own values win, except where it lives: a descriptor cannot point
+        # Backstage elsewhere.
+        where = locations(f"url:{self.src_url(repo, path)}")
+        metadata["annotations"] = {**self.annotations(repo, path), **own, **where}
         return built(body)
 
     def group_name(self, workspace: str, project_key: str) -> str:
@@ -126,7 +160,10 @@ class EntityBuilder:
         metadata: dict[str, Any] = {
             "name": entity_name(repo.slug),
             "title": repo.name or repo.slug,
-            "annotations": self.annotations(repo),
+            "annotations": {
+                **self.annotations(repo),
+                **locations(f"url:{self.repo_url(repo)}"),
+            },
             "links": [{"url": self.repo_url(repo), "title": "Repository"}],
         }
         if repo.description:
@@ -166,6 +203,7 @@ class EntityBuilder:
                     WORKSPACE: workspace,
                     PROJECT_KEY: key,
                     MANAGED_BY: "bbsync",
+                    **locations(workspace_location(workspace)),
                 },
                 "links": [
                     {"url": f"{self.web}/{workspace}/workspace/projects/{key}", "title": "Project"}
@@ -183,7 +221,11 @@ class EntityBuilder:
             "metadata": {
                 "name": entity_name(workspace),
                 "title": workspace,
-                "annotations": {WORKSPACE: workspace, MANAGED_BY: "bbsync"},
+                "annotations": {
+                    WORKSPACE: workspace,
+                    MANAGED_BY: "bbsync",
+                    **locations(workspace_location(workspace)),
+                },
             },
             "spec": {"type": "workspace", "children": []},
         }

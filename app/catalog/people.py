@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from app.catalog.descriptors import entity_name
-from app.catalog.entities import API_VERSION, MANAGED_BY, WORKSPACE, BuiltEntity, built
+from app.catalog.entities import (
+    API_VERSION,
+    MANAGED_BY,
+    WORKSPACE,
+    BuiltEntity,
+    built,
+    locations,
+    workspace_location,
+)
 from app.catalog.mapping import GroupMapping
 
 USER_ID = "bitbucket.org/user-id"
@@ -30,6 +38,7 @@ def user_entity(workspace: str, member: dict[str, Any], groups: list[str]) -> Bu
         USER_ID: member["account_id"],
         WORKSPACE: workspace,
         MANAGED_BY: "bbsync",
+        **locations(workspace_location(workspace)),
     }
     if member.get("uuid"):
         annotations[USER_UUID] = member["uuid"]
@@ -71,7 +80,12 @@ def group_entity(
         "metadata": {
             "name": group_entity_name(workspace, slug, mapping),
             "title": name or slug,
-            "annotations": {GROUP_SLUG: slug, WORKSPACE: workspace, MANAGED_BY: "bbsync"},
+            "annotations": {
+                GROUP_SLUG: slug,
+                WORKSPACE: workspace,
+                MANAGED_BY: "bbsync",
+                **locations(workspace_location(workspace)),
+            },
         },
         "spec": spec,
     }

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path, file_path
 from app.bitbucket.errors import BitbucketError, BitbucketRequestError
+from app.catalog.changes import retire_entities
 from app.catalog.descriptors import DescriptorError, parse_descriptor
 from app.catalog.entities import EntityBuilder, RepositoryView
 from app.config import Settings
@@ -403,21 +404,14 @@ class CatalogSync:
             group = self.builder.workspace_group(ws.slug)
             if writer.write(group, EntitySource.BITBUCKET, outcome=outcome):
                 keep.add(group.ref)
-        stale = (
-            update(CatalogEntity)
-            .where(
-                CatalogEntity.workspace == ws.slug,
-                CatalogEntity.source == EntitySource.BITBUCKET.value,
-                CatalogEntity.kind == "Group",
-                CatalogEntity.deleted_at.is_(None),
-                CatalogEntity.entity_ref.not_in(keep) if keep else CatalogEntity.id.is_not(None),
-            )
-            .values(deleted_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        self.counts["entities_deleted"] += int(
-            getattr(self.session.execute(stale), "rowcount", 0) or 0
-        )
+        stale = [
+            CatalogEntity.workspace == ws.slug,
+            CatalogEntity.source == EntitySource.BITBUCKET.value,
+            CatalogEntity.kind == "Group",
+        ]
+        if keep:
+            stale.append(CatalogEntity.entity_ref.not_in(keep))
+        self.counts["entities_deleted"] += retire_entities(self.session, *stale)
         self.counts["entities_written"] += outcome.written
         self._report(outcome.conflicts)
         self.commit()
@@ -455,11 +449,8 @@ class CatalogSync:
                 extra={"workspace": ws.slug, "doomed": doomed, "total": total},
             )
             return
-        self.session.execute(
-            update(CatalogEntity)
-            .where(*live, CatalogEntity.repository_id.in_(gone))
-            .values(deleted_at=utcnow())
-            .execution_options(synchronize_session=False)
+        retire_entities(
+            self.session, CatalogEntity.workspace == ws.slug, CatalogEntity.repository_id.in_(gone)
         )
         self.session.execute(
             update(CatalogFile)

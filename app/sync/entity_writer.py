@@ -5,15 +5,17 @@
   conflict: reported on the file (or the run), never silently overwritten.
 - A descriptor wins over a generated entity with the same reference.
 - Entities are soft-deleted (`deleted_at`), so a reference can come back with its history.
+- Every write and retirement is logged for the change feed (`app.catalog.changes`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.catalog.changes import record_written, retire_entities
 from app.catalog.entities import BuiltEntity
 from app.models import CatalogEntity, CatalogFile, EntitySource, Repository, utcnow
 
@@ -94,36 +96,23 @@ class EntityWriter:
         row.updated_at = utcnow()
         row.deleted_at = None
         self.session.add(row)
+        record_written(self.session, row)
         outcome.written += 1
         return True
 
     def retire_file_entities(self, catalog_file_id: int, keep: set[str]) -> int:
         """Soft-delete what a descriptor file defined before but defines no more."""
-        stmt = (
-            update(CatalogEntity)
-            .where(
-                CatalogEntity.catalog_file_id == catalog_file_id,
-                CatalogEntity.deleted_at.is_(None),
-                CatalogEntity.entity_ref.not_in(keep) if keep else CatalogEntity.id.is_not(None),
-            )
-            .values(deleted_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(self.session.execute(stmt), "rowcount", 0) or 0)
+        conditions = [CatalogEntity.catalog_file_id == catalog_file_id]
+        if keep:
+            conditions.append(CatalogEntity.entity_ref.not_in(keep))
+        return retire_entities(self.session, *conditions)
 
     def retire_generated(self, repository_id: int, keep: set[str] | None = None) -> int:
         """Soft-delete a repository's generated entities (it has a descriptor now)."""
         conditions = [
             CatalogEntity.repository_id == repository_id,
             CatalogEntity.source == EntitySource.GENERATED.value,
-            CatalogEntity.deleted_at.is_(None),
         ]
         if keep:
             conditions.append(CatalogEntity.entity_ref.not_in(keep))
-        stmt = (
-            update(CatalogEntity)
-            .where(*conditions)
-            .values(deleted_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        return int(getattr(self.session.execute(stmt), "rowcount", 0) or 0)
+        return retire_entities(self.session, *conditions)

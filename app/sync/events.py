@@ -21,6 +21,7 @@ from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.errors import NotFound
 from app.bitbucket.schemas import RepositorySchema
 from app.bitbucket.webhooks import SCHEMAS
+from app.catalog.changes import retire_entities
 from app.config import Settings
 from app.models import (
     CatalogEntity,
@@ -167,13 +168,13 @@ class EventProcessor:
     def _retire(self, repo: Repository) -> None:
         now = utcnow()
         repo.deleted_at = now
-        for model in (CatalogEntity, CatalogFile):
-            self.session.execute(
-                update(model)
-                .where(model.repository_id == repo.id, model.deleted_at.is_(None))
-                .values(deleted_at=now)
-                .execution_options(synchronize_session=False)
-            )
+        retire_entities(self.session, CatalogEntity.repository_id == repo.id)
+        self.session.execute(
+            update(CatalogFile)
+            .where(CatalogFile.repository_id == repo.id, CatalogFile.deleted_at.is_(None))
+            .values(deleted_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     # -- pushes -----------------------------------------------------------------------
 

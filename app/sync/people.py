@@ -14,11 +14,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.errors import BitbucketRequestError, CredentialError
+from app.catalog.changes import retire_entities
 from app.catalog.entities import EntityBuilder
 from app.catalog.people import group_entity, group_entity_name, user_entity, user_name
 from app.config import Settings
@@ -356,19 +357,12 @@ class PeopleSync:
             entity = user_entity(ws.slug, data, member_of[member.account_id])
             if writer.write(entity, EntitySource.PEOPLE, outcome=outcome):
                 keep.add(entity.ref)
-        stale = (
-            update(CatalogEntity)
-            .where(
-                CatalogEntity.workspace == ws.slug,
-                CatalogEntity.source == EntitySource.PEOPLE.value,
-                CatalogEntity.deleted_at.is_(None),
-                CatalogEntity.entity_ref.not_in(keep) if keep else CatalogEntity.id.is_not(None),
-            )
-            .values(deleted_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        self.counts["entities_deleted"] = int(
-            getattr(self.session.execute(stale), "rowcount", 0) or 0
-        )
+        stale = [
+            CatalogEntity.workspace == ws.slug,
+            CatalogEntity.source == EntitySource.PEOPLE.value,
+        ]
+        if keep:
+            stale.append(CatalogEntity.entity_ref.not_in(keep))
+        self.counts["entities_deleted"] = retire_entities(self.session, *stale)
         self.counts["entities_written"] = outcome.written
         self.counts["warnings"].extend(outcome.conflicts[:20])

@@ -1,6 +1,7 @@
 """Serving the catalog to Backstage from rows: `GET /catalog/entities.yaml` for a Backstage
 `url` location, and `GET /catalog/entities` (JSON). Both carry an ETag over the content, so
-Backstage's refresh loop costs a 304 here and nothing at Bitbucket."""
+Backstage's refresh loop costs a 304 here and nothing at Bitbucket. `GET /catalog/changes`
+is the delta feed a Backstage entity provider polls (`app.catalog.feed`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import json
 from typing import Any
 
 import yaml
-from flask import Blueprint, Response, request
-from marshmallow import fields, validate
+from flask import Blueprint, Response, jsonify, request
+from marshmallow import Schema, fields, validate
 from sqlalchemy import Select, select
 
+from app.catalog.entities import served_body
+from app.catalog.feed import CURSOR_PATTERN, CursorGone, read_changes
 from app.models import CatalogEntity
 from app.web import runtime
 from app.web.paging import PageQuerySchema, fetch_page, load_query
@@ -39,6 +42,10 @@ def _live_entities(kind: str | None = None, workspace: str | None = None) -> Sel
     return stmt.order_by(CatalogEntity.entity_ref)
 
 
+def _served(entity: CatalogEntity) -> dict[str, Any]:
+    return served_body(entity.body, entity.source, entity.workspace)
+
+
 def _etag(entities: list[CatalogEntity], extra: str = "") -> str:
     digest = hashlib.sha256(extra.encode())
     for entity in entities:
@@ -53,7 +60,9 @@ def entities_yaml() -> Response:
         etag = _etag(entities)
         if request.if_none_match.contains(etag):
             return conditional(b"", etag, "application/yaml")
-        body = yaml.safe_dump_all((e.body for e in entities), sort_keys=False, allow_unicode=True)
+        body = yaml.safe_dump_all(
+            (_served(e) for e in entities), sort_keys=False, allow_unicode=True
+        )
     return conditional(body, etag, "application/yaml")
 
 
@@ -65,9 +74,64 @@ def entities_json() -> Any:
         entities, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
         etag = _etag(entities, extra=request.query_string.decode())
         body = {
-            "items": [e.body for e in entities],
+            "items": [_served(e) for e in entities],
             "offset": query["offset"],
             "limit": query["limit"],
             "next_offset": next_offset,
         }
     return conditional(json.dumps(body), etag, "application/json")
+
+
+class ChangeQuerySchema(Schema):
+    since = fields.String(
+        required=True,
+        validate=validate.Regexp(CURSOR_PATTERN, error="not a cursor this feed gave out"),
+    )
+    limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=1000))
+
+
+class ChangePageSchema(Schema):
+    added = fields.List(fields.Dict(), required=True, metadata={"description": "Entities"})
+    removed = fields.List(
+        fields.String(), required=True, metadata={"description": "kind:namespace/name"}
+    )
+    cursor = fields.String(required=True, metadata={"description": "Opaque; pass as since"})
+    more = fields.Boolean(required=True, metadata={"description": "Another page is ready"})
+
+
+@catalog.get("/changes")
+def changes() -> Any:
+    """Entities written and removed after a cursor, in change order.
+    ---
+    get:
+      summary: Catalog change feed (delta mutations for a Backstage entity provider)
+      description: >-
+        since=0 pages through the live entities; then pass each answer's cursor back.
+        Every change after the cursor comes in order of a change number that follows
+        commit order. An entity changed several times comes in its latest state.
+      security: [{bearer: []}]
+      parameters:
+      - {in: query, name: since, required: true, schema: {type: string}}
+      - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
+      responses:
+        200: {description: OK, content: {application/json: {schema: ChangePage}}}
+        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
+        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
+        410:
+          description: The cursor is older than the change log keeps; start again at since=0
+          content: {application/json: {schema: ErrorSchema}}
+    """
+    query = load_query(ChangeQuerySchema())
+    with runtime().sessions() as session:
+        try:
+            page = read_changes(session, query["since"], query["limit"])
+        except CursorGone as exc:
+            response = jsonify(
+                error="cursor_gone",
+                message=f"since: the cursor is {exc}; start again with since=0",
+            )
+            response.status_code = 410
+            return response
+    response = jsonify(ChangePageSchema().dump(page))
+    response.headers["Cache-Control"] = "no-store"
+    return response

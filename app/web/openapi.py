@@ -10,7 +10,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec_webframeworks.flask import FlaskPlugin
 from flask import Blueprint, current_app, jsonify
 
-from app.web import api_activity
+from app.web import api_activity, catalog
 
 openapi = Blueprint("openapi", __name__)
 
@@ -21,6 +21,7 @@ DOCUMENTED = (
     api_activity.statuses,
     api_activity.health,
     api_activity.entity_health,
+    catalog.changes,
 )
 
 
@@ -42,6 +43,7 @@ def build_spec() -> dict[str, Any]:
         ("PullRequestPage", api_activity.PullRequestPageSchema),
         ("PipelinePage", api_activity.PipelinePageSchema),
         ("StatusPage", api_activity.StatusPageSchema),
+        ("ChangePage", catalog.ChangePageSchema),
     ):
         spec.components.schema(name, schema=schema)
     for view in DOCUMENTED:

@@ -157,4 +157,5 @@ def paginated(
 def fielded(doc: dict[str, Any], hidden: Iterable[str] = ()) -> Response:
     """`doc` trimmed by the request's `fields=` and sent as JSON."""
     spec = FieldSpec.parse(request.args.get("fields"))
-    return json_response(apply_fields(doc, spec, tuple(hidden)))
+    survive = current_sim().config.added_fields_survive
+    return json_response(apply_fields(doc, spec, tuple(hidden), survive))

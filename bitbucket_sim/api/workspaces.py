@@ -14,6 +14,7 @@ from bitbucket_sim.render import (
     commit_ref_json,
     href,
     project_json,
+    project_ref_json,
     repo_api,
     repository_ref_json,
     workspace_json,
@@ -93,7 +94,13 @@ def search_code(workspace: str) -> Response:
     def render(hit: SearchHit) -> dict[str, Any]:
         count, matches = content_matches(hit, query.terms)
         commit = commit_ref_json(base, ws, hit.repo, hit.commit.hash)
-        commit["repository"] = repository_ref_json(base, ws, hit.repo)
+        repository = repository_ref_json(base, ws, hit.repo)
+        # Hidden unless asked for (`+values.file.commit.repository.mainbranch.name`…), as
+        # Backstage's Bitbucket Cloud provider does.
+        repository["slug"] = hit.repo.slug
+        repository["mainbranch"] = {"type": "branch", "name": hit.repo.mainbranch}
+        repository["project"] = project_ref_json(base, ws, ws.projects[hit.repo.project_key])
+        commit["repository"] = repository
         api = repo_api(base, ws, hit.repo)
         return {
             "type": "code_search_result",
@@ -109,7 +116,10 @@ def search_code(workspace: str) -> Response:
         }
 
     options = ListOptions(
-        hidden=("file.commit.repository",),
+        hidden=(
+            "file.commit.repository",
+            *(f"file.commit.repository.{extra}" for extra in ("slug", "mainbranch", "project")),
+        ),
         reachable=MAX_REACHABLE_RESULTS,
         repeat_items=sim.config.search_repeats_items,
     )
