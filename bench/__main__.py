@@ -11,6 +11,10 @@
 5. Backstage's real Bitbucket Cloud provider and URL reader (a Node harness, installed on first
    use) beside bbsync's cold and warm sync: calls per pass and per hour
    (`bench/backstage_peer.py`; `BBSYNC_BENCH_PEER_REPOS`, default 1000).
+6. Push -> entity in Backstage's own catalog API through bbsync's provider module, beside the
+   `url` location at Backstage's default processing interval, p50/p95 over 50 pushes
+   (`bench/backstage_freshness.py`; `BBSYNC_BENCH_BACKSTAGE_PUSHES`; needs
+   `make backstage-install`).
 """
 
 from __future__ import annotations
@@ -122,6 +126,15 @@ def main() -> None:
         )
     except backstage_peer.HarnessUnavailable as exc:
         print(f"Backstage peer benchmark skipped: {exc}")
+    # Imported here: it reuses the tests' system fixtures (and picks its own Redis database).
+    from bench import backstage_freshness
+
+    if backstage_freshness.CLI.exists():
+        every = 3.0
+        pushes = int(os.environ.get("BBSYNC_BENCH_BACKSTAGE_PUSHES", "50"))
+        backstage_freshness.report(backstage_freshness.measure(pushes, every, 300.0), every)
+    else:
+        print("Backstage freshness benchmark skipped: run `make backstage-install`")
 
 
 if __name__ == "__main__":

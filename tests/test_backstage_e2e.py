@@ -62,7 +62,19 @@ def _ref(entity: dict[str, Any]) -> str:
     return f"{entity['kind']}:{meta.get('namespace') or 'default'}/{meta['name']}".lower()
 
 
-def _config(path: Path, port: int, prefix: str, bbsync_url: str) -> None:
+def _config(path: Path, port: int, prefix: str, bbsync_url: str, provider: bool = True) -> None:
+    """Backstage's config against bbsync; without `provider`, no `catalog.providers.bbsync`."""
+    catalog = (
+        f"""
+catalog:
+  providers:
+    bbsync:
+      baseUrl: {bbsync_url}
+      token: {API_TOKEN}
+      schedule: {{frequency: {{seconds: 1}}, timeout: {{minutes: 1}}}}"""
+        if provider
+        else ""
+    )
     path.write_text(
         f"""
 app:
@@ -77,13 +89,7 @@ backend:
   auth:
     externalAccess:
       - type: static
-        options: {{token: {STATIC_TOKEN}, subject: bbsync-e2e}}
-catalog:
-  providers:
-    bbsync:
-      baseUrl: {bbsync_url}
-      token: {API_TOKEN}
-      schedule: {{frequency: {{seconds: 1}}, timeout: {{minutes: 1}}}}
+        options: {{token: {STATIC_TOKEN}, subject: bbsync-e2e}}{catalog}
 bbsync:
   baseUrl: {bbsync_url}
   token: {API_TOKEN}
