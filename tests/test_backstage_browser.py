@@ -265,6 +265,7 @@ def test_entity_page_shows_bbsync_data_and_runs_a_pipeline_as_writer(
     created = {p["build_number"] for p in _sim_pipelines(stack, cast.writable)} - before
     assert len(created) == 1, created
     assert f"Pipeline #{created.pop()} started" in started.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "backstage-pipeline-run.png"))
 
 
 def test_a_reader_sees_run_pipeline_disabled_with_the_reason(stack: Stack, browser: Any) -> None:
@@ -279,6 +280,8 @@ def test_a_reader_sees_run_pipeline_disabled_with_the_reason(stack: Stack, brows
     button.locator("xpath=..").hover()
     tooltip = page.get_by_role("tooltip")
     assert f"no write access to acme/{cast.unwritable}" in tooltip.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "backstage-run-pipeline-reader.png"))
 
 
 def _sim_pipelines(stack: Stack, slug: str) -> list[dict[str, Any]]:
