@@ -43,7 +43,7 @@ $(BACKSTAGE)/node_modules/.package-lock.json: $(BACKSTAGE)/package-lock.json $(B
 	touch $@
 
 backstage-test: backstage-install
-	cd $(BACKSTAGE) && npx --no-install prettier --check 'plugins/*/src/**/*.{ts,tsx}' 'plugins/*/config.d.ts'
+	cd $(BACKSTAGE) && npx --no-install prettier --check 'plugins/*/src/**/*.{ts,tsx}' 'plugins/*/dev/**/*.{ts,tsx}' 'plugins/*/config.d.ts'
 	cd $(BACKSTAGE) && npx --no-install tsc
 	set -e; for pkg in $(BACKSTAGE_PACKAGES); do \
 	  echo "backstage: $$pkg"; \

@@ -19,6 +19,10 @@
    per simulated hour per job and resource, change latency with webhooks off, sweep coverage
    (`bench/steady_state.py`; sizes from `BBSYNC_BENCH_STEADY_SIZES`, default 200, and 2 quiet
    + 2 changing simulated hours: `python -m bench.steady_state --sizes 1000,10000` for more).
+9. Push -> entity in Backstage's own catalog API through bbsync's provider module, beside the
+   `url` location at Backstage's default processing interval, p50/p95 over 50 pushes
+   (`bench/backstage_freshness.py`; `BBSYNC_BENCH_BACKSTAGE_PUSHES`; needs
+   `make backstage-install`).
 """
 
 from __future__ import annotations
@@ -135,6 +139,15 @@ def main() -> None:
     if cold:
         sync_cost.report_cold_limits(sync_cost.cold_under_limits(cold))
     steady_state.run(os.environ.get("BBSYNC_BENCH_STEADY_SIZES", "200"), 2, 2, 1)
+    # Imported here: it reuses the tests' system fixtures (and picks its own Redis database).
+    from bench import backstage_freshness
+
+    if backstage_freshness.CLI.exists():
+        every = 3.0
+        pushes = int(os.environ.get("BBSYNC_BENCH_BACKSTAGE_PUSHES", "50"))
+        backstage_freshness.report(backstage_freshness.measure(pushes, every, 300.0), every)
+    else:
+        print("Backstage freshness benchmark skipped: run `make backstage-install`")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Needs `make backstage-install` (part of `make test`) and bbsync's change feed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,7 +62,19 @@ def _ref(entity: dict[str, Any]) -> str:
     return f"{entity['kind']}:{meta.get('namespace') or 'default'}/{meta['name']}".lower()
 
 
-def _config(path: Path, port: int, prefix: str, bbsync_url: str) -> None:
+def _config(path: Path, port: int, prefix: str, bbsync_url: str, provider: bool = True) -> None:
+    """Backstage's config against bbsync; without `provider`, no `catalog.providers.bbsync`."""
+    catalog = (
+        f"""
+catalog:
+  providers:
+    bbsync:
+      baseUrl: {bbsync_url}
+      token: {API_TOKEN}
+      schedule: {{frequency: {{seconds: 1}}, timeout: {{minutes: 1}}}}"""
+        if provider
+        else ""
+    )
     path.write_text(
         f"""
 app:
@@ -76,23 +89,20 @@ backend:
   auth:
     externalAccess:
       - type: static
-        options: {{token: {STATIC_TOKEN}, subject: bbsync-e2e}}
-catalog:
-  providers:
-    bbsync:
-      baseUrl: {bbsync_url}
-      token: {API_TOKEN}
-      schedule: {{frequency: {{seconds: 1}}, timeout: {{minutes: 1}}}}
+        options: {{token: {STATIC_TOKEN}, subject: bbsync-e2e}}{catalog}
+bbsync:
+  baseUrl: {bbsync_url}
+  token: {API_TOKEN}
 """
     )
 
 
-@pytest.fixture(scope="module")
-def backstage(system: System, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backstage]:  # noqa: F811
+def require_backstage(bbsync_url: str) -> None:
+    """Skip, saying why, without the installed packages or bbsync's change feed."""
     if not CLI.exists():
         pytest.skip("Backstage packages are not installed: run `make backstage-install`")
     feed = requests.get(
-        f"{system.web_url}/catalog/changes",
+        f"{bbsync_url}/catalog/changes",
         params={"since": "0", "limit": "1"},
         headers={"Authorization": f"Bearer {API_TOKEN}"},
         timeout=10,
@@ -100,16 +110,17 @@ def backstage(system: System, tmp_path_factory: pytest.TempPathFactory) -> Itera
     if feed.status_code == 404:
         pytest.skip("this bbsync has no change feed (GET /catalog/changes) yet")
     feed.raise_for_status()
-    work = tmp_path_factory.mktemp("backstage")
-    port = free_port()
-    prefix = f"bbsync_e2e_{uuid.uuid4().hex[:8]}_"
-    config = work / "app-config.yaml"
-    _config(config, port, prefix, system.web_url)
-    log = work / "backstage.log"
+
+
+@contextlib.contextmanager
+def running_backstage(
+    configs: list[Path], port: int, prefix: str, log: Path
+) -> Iterator[Backstage]:
+    """The backend package started with `configs`, stopped and its databases dropped after."""
     # Started in the backend package's directory, as `yarn start` would in an app.
     # Its own process group: the CLI runs the backend in a child process, stopped together.
     process = subprocess.Popen(
-        [str(CLI), "package", "start", "--config", str(config)],
+        [str(CLI), "package", "start", *config_args(configs)],
         cwd=BACKEND_DIR,
         env={**os.environ, "NODE_ENV": "development", "CI": "true"},
         stdout=log.open("w"),
@@ -121,17 +132,37 @@ def backstage(system: System, tmp_path_factory: pytest.TempPathFactory) -> Itera
         _wait(backstage, lambda: _answers(f"{backstage.url}/.backstage/health/v1/readiness"), 180)
         yield backstage
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             rows = conn.execute(
                 "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{prefix}%",)
             ).fetchall()
             for (name,) in rows:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def config_args(configs: list[Path]) -> list[str]:
+    return [arg for config in configs for arg in ("--config", str(config))]
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def backstage(system: System, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backstage]:  # noqa: F811
+    require_backstage(system.web_url)
+    work = tmp_path_factory.mktemp("backstage")
+    port = free_port()
+    prefix = f"bbsync_e2e_{uuid.uuid4().hex[:8]}_"
+    config = work / "app-config.yaml"
+    _config(config, port, prefix, system.web_url)
+    with running_backstage([config], port, prefix, work / "backstage.log") as running:
+        yield running
 
 
 def _answers(url: str) -> bool:

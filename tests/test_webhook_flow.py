@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -110,7 +111,16 @@ def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterator[System]:
-    logs = tmp_path_factory.mktemp("flow")
+    with running_system(tmp_path_factory.mktemp("flow"), broker_url=broker_url) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_system(
+    logs: Path, extra_env: dict[str, str] | None = None, broker_url: str = REDIS_TEST_URL
+) -> Iterator[System]:
+    """bbsync (gunicorn web + Celery worker) on a fresh PostgreSQL database and the simulator;
+    `extra_env` adds settings (e.g. the Backstage JWKS URL of a backend started later)."""
     name = f"bbsync_flow_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -136,6 +146,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterato
             "BBSYNC_API_TOKENS": API_TOKEN,
             "BBSYNC_REQUEUE_AFTER_SECONDS": "1",
             "LOG_FORMAT": "json",
+            **(extra_env or {}),
         }
         rt = Runtime(settings_from_env(env))
         # Installed through the hooks API, as an operator would, so a test can pause it.
