@@ -136,3 +136,10 @@ def test_budget_api_and_status_show_each_resource(
     assert body["resources"]["raw"]["used"] == 1
     assert body["resources"]["raw"]["limit"] == 5000
     assert body["resources"]["repositories"]["resource"] == "repositories"
+
+
+def test_a_redis_fault_while_sharing_an_announced_limit_fails_no_call() -> None:
+    """The answer is in hand: a limit that cannot be shared now is shared with a later one."""
+    budget = RateBudget("redis://127.0.0.1:1/0", "x", limit=1000, reserve=200)
+    budget.learn(3000)
+    assert budget.limit == 3000  # this process follows it at once

@@ -26,6 +26,7 @@ answers it the pause is lifted for webhook work (backfill keeps waiting).
 from __future__ import annotations
 
 import enum
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ import redis
 from limits.storage import RedisStorage
 
 from app.bitbucket.errors import BudgetExhausted, BudgetPaused, BudgetUnavailable
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "bbsync"
 UNAVAILABLE_RETRY_SECONDS = 30.0
@@ -156,7 +159,13 @@ class RateBudget:
         self._announced = announced
         if value == announced and now - when < 60:
             return  # written a moment ago: spare Redis a write per call
-        self.redis.set(self._learned_key, str(announced), ex=LEARNED_LIMIT_SECONDS)
+        try:
+            self.redis.set(self._learned_key, str(announced), ex=LEARNED_LIMIT_SECONDS)
+        except redis.RedisError:
+            # The call it came with was made and answered: sharing the limit can wait for the
+            # next answer (the budget reports Redis trouble on the next `acquire`).
+            log.warning("announced limit not shared: Redis did not answer")
+            return
         self._learned_written = (announced, now)
 
     def _read_state(self) -> float:
