@@ -27,7 +27,7 @@ from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
 from app.models import SyncRun
-from app.tasks import SYNC_WORKSPACE, enqueue, producer
+from app.task_names import SYNC_WORKSPACE, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 
 ROOT = Path(__file__).resolve().parent.parent

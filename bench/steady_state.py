@@ -41,7 +41,7 @@ from app.config import settings_from_env
 from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, PullRequest, Repository, SyncRun, SyncStatus, utcnow
 from app.sync.activity import CALLS_PER_REPOSITORY, activity_coverage
-from app.tasks import SYNC_ALL_WORKSPACES, enqueue, producer
+from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
 from bench.system import Processes, flush_redis, migrate, postgres_database
 from bitbucket_sim.testing import SimProcess
 

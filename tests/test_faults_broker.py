@@ -17,8 +17,9 @@ from sqlalchemy import select
 
 from app.config import settings_from_env
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
+from app.ops.telemetry import task_figures
 from app.runtime import Runtime
-from app.tasks import (
+from app.task_names import (
     PROCESS_DELIVERY,
     PRUNE_ACTIVITY,
     REQUEUE_DELIVERIES,
@@ -26,7 +27,6 @@ from app.tasks import (
     enqueue_safely,
     producer,
 )
-from app.telemetry import task_figures
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import migrate
 from tests.fault_support import PrivateRabbit, PrivateRedis, wait_until

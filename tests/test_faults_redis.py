@@ -23,7 +23,7 @@ from app.config import Settings, settings_from_env
 from app.models import CatalogEntity, WebhookDelivery
 from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
-from app.tasks import SYNC_REPOSITORIES, enqueue, producer
+from app.task_names import SYNC_REPOSITORIES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import API_TOKEN, migrate
 from tests.fault_support import PrivateRedis, wait_until

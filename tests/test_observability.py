@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from app.config import settings_from_env
-from app.logs import JsonFormatter, TextFormatter, configure_logging, secret_values
-from app.observability import scrub
+from app.ops.logs import JsonFormatter, TextFormatter, configure_logging, secret_values
+from app.ops.observability import scrub
 
 SETTINGS = settings_from_env(
     {
@@ -70,7 +70,7 @@ def test_sentry_events_are_scrubbed_before_they_leave() -> None:
 
 
 def test_log_lines_carry_the_fields_of_their_block(monkeypatch: pytest.MonkeyPatch) -> None:
-    from app.logs import log_fields
+    from app.ops.logs import log_fields
 
     stream = io.StringIO()
     monkeypatch.setattr("sys.stderr", stream)

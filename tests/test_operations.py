@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import settings_from_env
-from app.credentials_age import token_age_notice
+from app.ops.credentials_age import token_age_notice
 from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
 from app.web import create_app
@@ -96,7 +96,7 @@ def test_metrics_move_after_a_sync_and_a_webhook(
 def test_task_and_ingress_figures_reach_metrics(
     runtime_for: Callable[..., Runtime], sqlite_url: str
 ) -> None:
-    from app.telemetry import record_ingress, record_task
+    from app.ops.telemetry import record_ingress, record_task
 
     migrate(sqlite_url)
     rt = runtime_for()

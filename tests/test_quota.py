@@ -14,7 +14,7 @@ from sentry_sdk.transport import Transport
 from app.bitbucket.client import api_path
 from app.bitbucket.errors import BudgetExhausted, RateLimited
 from app.bitbucket.quota import alert_counts
-from app.observability import init_sentry
+from app.ops.observability import init_sentry
 from app.runtime import Runtime
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess

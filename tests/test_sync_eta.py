@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.bitbucket.budget import BudgetSnapshot
-from app.eta import (
+from app.sync.eta import (
     RemainingCalls,
     budget_eta_hours,
     catalog_remaining,

@@ -23,7 +23,7 @@ from app.models import ParkedTask, SyncRun
 from app.runtime import Runtime
 from app.sync.liveness import RunWatch
 from app.sync.runs import lost_runs, resumable_run
-from app.tasks import SYNC_WORKSPACE, enqueue, producer
+from app.task_names import SYNC_WORKSPACE, enqueue, producer
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import REDIS_TEST_URL as BBSYNC_TEST_REDIS

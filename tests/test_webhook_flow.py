@@ -27,7 +27,7 @@ from app.models import PullRequest, WebhookDelivery
 from app.runtime import Runtime
 from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
-from app.tasks import REQUEUE_DELIVERIES, enqueue, producer
+from app.task_names import REQUEUE_DELIVERIES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import API_TOKEN, PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
 from tests.fault_support import PrivateRabbit

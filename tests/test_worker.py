@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, Repository, SyncRun
-from app.tasks import SYNC_ALL_WORKSPACES, enqueue, producer
-from app.telemetry import task_figures
+from app.ops.telemetry import task_figures
+from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
 
@@ -188,7 +188,7 @@ def test_the_retention_task_prunes_the_change_log_through_a_real_worker(
     from app.catalog.entities import built
     from app.models import CatalogChange, EntitySource, utcnow
     from app.sync.entity_writer import EntityWriter
-    from app.tasks import PRUNE_ACTIVITY
+    from app.task_names import PRUNE_ACTIVITY
 
     migrate(sqlite_url)
     engine = make_engine(sqlite_url)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from app.bitbucket.errors import RetryLater
 from app.db import session_scope
-from app.logs import log_fields
+from app.ops.logs import log_fields
 from app.runtime import Runtime
 from app.sync.liveness import RunWatch, SyncBusy, watching
 from app.sync.parking import DEATHS_BEFORE_PARKING, DeliveryCount, park_task

@@ -11,10 +11,11 @@ from celery.signals import task_postrun, task_prerun, worker_process_init
 from kombu import Queue
 
 from app.config import Settings
-from app.logs import configure_logging
-from app.observability import init_sentry
+from app.ops.logs import configure_logging
+from app.ops.observability import init_sentry
+from app.ops.telemetry import record_task
 from app.runtime import Runtime
-from app.tasks import (
+from app.task_names import (
     DRAIN_SPOOL,
     PRUNE_ACTIVITY,
     QUEUE_DEFAULT,
@@ -26,7 +27,6 @@ from app.tasks import (
     SYNC_ALL_MEMBERS,
     SYNC_ALL_WORKSPACES,
 )
-from app.telemetry import record_task
 from workers.base import bind_runtime, current_runtime
 
 log = logging.getLogger(__name__)

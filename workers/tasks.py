@@ -25,9 +25,9 @@ from app.bitbucket.errors import (
     RetryLater,
 )
 from app.catalog.changes import prune_changes
-from app.credentials_age import token_age_notice
-from app.logs import log_fields
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
+from app.ops.credentials_age import token_age_notice
+from app.ops.logs import log_fields
 from app.outbox import DeliverySpool, database_unavailable
 from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
 from app.sync.catalog import CatalogSync
@@ -41,7 +41,7 @@ from app.sync.refresh_failures import (
 from app.sync.repositories import RepositorySync
 from app.sync.runs import lost_runs
 from app.sync.workspace import WorkspaceSync
-from app.tasks import (
+from app.task_names import (
     DRAIN_SPOOL,
     PROCESS_DELIVERY,
     PRUNE_ACTIVITY,

@@ -9,10 +9,10 @@ from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from app.config import Settings, SettingsError, load_settings
-from app.logs import configure_logging
-from app.observability import init_sentry
+from app.ops.logs import configure_logging
+from app.ops.observability import init_sentry
 from app.runtime import Runtime
-from app.tasks import producer
+from app.task_names import producer
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from app.bitbucket.client import api_path
 from app.bitbucket.errors import BitbucketError, BitbucketUnavailable, NoAnswer, RetryLater
 from app.bitbucket.schemas import PipelineSchema
 from app.models import Repository, RepositoryPermission, Workspace, WorkspaceMember
+from app.ops.telemetry import record_unauthenticated
 from app.sync.activity import store_pipeline
 from app.sync.people import audit
-from app.telemetry import record_unauthenticated
 from app.web import runtime
 from app.web.auth import require_api_token
 from app.web.identity import Refused, groups_of, may_write, member_account, verify_backstage_token

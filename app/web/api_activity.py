@@ -14,8 +14,8 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.health import repository_health
 from app.models import CatalogEntity, CommitStatus, Pipeline, PullRequest, Repository, Workspace
+from app.repository_health import repository_health
 from app.web import runtime
 from app.web.auth import require_api_token
 from app.web.paging import PageQuerySchema, fetch_page, load_query

@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from app.telemetry import record_unauthenticated
+from app.ops.telemetry import record_unauthenticated
 from app.web import runtime
 
 PUBLIC = {"/api/openapi.json"}

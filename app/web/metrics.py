@@ -24,10 +24,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.accounting import shared_call_totals
 from app.bitbucket.quota import alert_counts
 from app.models import CatalogEntity, ParkedTask, SyncRun, WebhookDelivery, utcnow
+from app.ops.telemetry import ingress_histogram, task_figures, unauthenticated_counts
 from app.runtime import Runtime
 from app.sync.refresh_failures import stale_count
-from app.tasks import QUEUES
-from app.telemetry import ingress_histogram, task_figures, unauthenticated_counts
+from app.task_names import QUEUES
 from app.web import runtime
 from app.web.auth import require_metrics_token
 

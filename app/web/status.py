@@ -19,8 +19,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import MINUTE_KEY
 from app.bitbucket.quota import alert_counts
-from app.credentials_age import token_age_notice
-from app.health import repository_health
 from app.models import (
     CatalogEntity,
     CatalogFile,
@@ -31,6 +29,8 @@ from app.models import (
     WebhookDelivery,
     Workspace,
 )
+from app.ops.credentials_age import token_age_notice
+from app.repository_health import repository_health
 from app.sync.refresh_failures import stale_repositories
 from app.web import runtime
 from app.web.auth import require_status_login

@@ -30,6 +30,7 @@ from app.bitbucket.webhooks import (
     signature_valid,
     storable_text,
 )
+from app.ops.telemetry import record_ingress
 from app.outbox import (
     DeliverySpool,
     IncomingDelivery,
@@ -38,8 +39,7 @@ from app.outbox import (
     store_deliveries,
 )
 from app.runtime import Runtime
-from app.tasks import PROCESS_DELIVERY, enqueue_safely
-from app.telemetry import record_ingress
+from app.task_names import PROCESS_DELIVERY, enqueue_safely
 from app.web import runtime
 
 log = logging.getLogger(__name__)

@@ -14,12 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.errors import BitbucketError, RetryLater
-from app.cli_webhooks import deliveries, webhooks
+from app.cli.doctor import database_check, run_checks
+from app.cli.webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
-from app.credentials_age import token_age_notice
-from app.doctor import database_check, run_checks
-from app.eta import budget_eta_hours, catalog_remaining, describe_eta, listing_remaining
-from app.logs import configure_logging
 from app.models import (
     CatalogEntity,
     CatalogFile,
@@ -29,15 +26,18 @@ from app.models import (
     SyncStatus,
     Workspace,
 )
+from app.ops.credentials_age import token_age_notice
+from app.ops.logs import configure_logging
 from app.runtime import Runtime
 from app.sync.activity import ActivityCoverage, ActivityReconcile, activity_coverage
 from app.sync.catalog import CatalogProgress
+from app.sync.eta import budget_eta_hours, catalog_remaining, describe_eta, listing_remaining
 from app.sync.liveness import RunWatch, SyncBusy, watching
 from app.sync.people import PeopleSync
 from app.sync.refresh_failures import stale_repositories
 from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
-from app.tasks import RECONCILE_ACTIVITY, SYNC_MEMBERS, SYNC_WORKSPACE, enqueue, producer
+from app.task_names import RECONCILE_ACTIVITY, SYNC_MEMBERS, SYNC_WORKSPACE, enqueue, producer
 
 
 def _runtime(ctx: click.Context) -> Runtime:
@@ -408,7 +408,7 @@ def migrate(ctx: click.Context) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from app.doctor import ALEMBIC_INI
+    from app.cli.doctor import ALEMBIC_INI
 
     rt = _runtime(ctx)
     check = database_check(rt)

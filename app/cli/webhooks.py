@@ -13,7 +13,7 @@ from app.bitbucket.errors import BitbucketError
 from app.models import DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.runtime import Runtime
 from app.sync.hooks import WebhookInstaller
-from app.tasks import PROCESS_DELIVERY, enqueue_safely, producer
+from app.task_names import PROCESS_DELIVERY, enqueue_safely, producer
 
 
 def _repositories(rt: Runtime, workspace: str) -> list[str]:

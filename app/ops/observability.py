@@ -9,7 +9,7 @@ from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.flask import FlaskIntegration
 
 from app.config import Settings
-from app.logs import secret_values
+from app.ops.logs import secret_values
 
 
 def scrub(value: Any, secrets: tuple[str, ...]) -> Any:

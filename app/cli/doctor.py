@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
 from app.bitbucket.errors import BitbucketError, CredentialError, NotFound
-from app.credentials_age import token_age_notice
+from app.ops.credentials_age import token_age_notice
 from app.runtime import Runtime
 from app.sync.hooks import WebhookInstaller
 
@@ -32,7 +32,7 @@ FEATURE_PROBES = (
 )
 
 
-ALEMBIC_INI = str(Path(__file__).resolve().parent.parent / "alembic.ini")
+ALEMBIC_INI = str(Path(__file__).resolve().parents[2] / "alembic.ini")
 
 
 @dataclass

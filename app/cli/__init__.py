@@ -1,0 +1,1 @@
+"""The `bbsync` command line: the commands, `doctor` and the webhook/delivery groups."""

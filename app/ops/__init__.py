@@ -1,0 +1,1 @@
+"""Operations: logging, Sentry, telemetry counters and credential-age notices."""
