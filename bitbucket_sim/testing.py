@@ -51,6 +51,10 @@ def options_to_flags(options: Mapping[str, object]) -> list[str]:
     return flags
 
 
+class _Stalled(Exception):
+    """A simulator process neither exited nor answered in time."""
+
+
 class SimProcess:
     """Runs `python -m bitbucket_sim` on a free port for the duration of a `with` block.
 
@@ -85,6 +89,7 @@ class SimProcess:
         self._url: str | None = None
         self._stdout: IO[bytes] | None = None
         self._stderr: IO[bytes] | None = None
+        self._last_error = ""
         self._files = ExitStack()
         self.session = requests.Session()
         self.session.trust_env = False  # never send simulator traffic through a proxy
@@ -92,7 +97,18 @@ class SimProcess:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> SimProcess:
-        """Launch and wait until `/_sim/stats` answers; `RuntimeError` (with stderr) if not."""
+        """Launch and wait until `/_sim/stats` answers; `RuntimeError` (with its output) if not.
+
+        A process that neither exits nor answers within `startup_timeout` is killed and started
+        once more: on a loaded machine a start can stall, and one stalled start should not fail
+        a whole test module. A process that exits, or stalls twice, fails with what it printed.
+        """
+        try:
+            return self._start_once(final=False)
+        except _Stalled:
+            return self._start_once(final=True)
+
+    def _start_once(self, *, final: bool) -> SimProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(
             part for part in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if part
@@ -100,12 +116,15 @@ class SimProcess:
         env.setdefault("PYTHONUNBUFFERED", "1")
         # The files outlive this method: the process writes to them until stop() closes them.
         self._files = ExitStack()
+        self._url = None
+        self._last_error = "no address printed yet"
         self._stdout = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
         self._stderr = self._files.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
         self.process = subprocess.Popen(
             self.args, stdout=self._stdout, stderr=self._stderr, env=env
         )
-        deadline = time.monotonic() + self.startup_timeout
+        started = time.monotonic()
+        deadline = started + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self._fail(f"exited with code {self.process.returncode}")
@@ -114,7 +133,17 @@ class SimProcess:
             if self._url is not None and self._answers():
                 return self
             time.sleep(0.05)
-        self._fail(f"did not answer within {self.startup_timeout:g} s")
+        reason = (
+            f"did not answer within {self.startup_timeout:g} s "
+            f"(address {self._url or 'never printed'}; last error: {self._last_error})"
+        )
+        if not final:
+            print(f"bitbucket_sim {reason}; starting it once more", file=sys.stderr)
+            self.stop()
+            self.session = requests.Session()
+            self.session.trust_env = False
+            raise _Stalled(reason)
+        self._fail(reason)
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
@@ -150,15 +179,19 @@ class SimProcess:
 
     def _answers(self) -> bool:
         try:
-            return self.session.get(f"{self._url}/_sim/stats", timeout=1).status_code == 200
-        except requests.RequestException:
+            status = self.session.get(f"{self._url}/_sim/stats", timeout=1).status_code
+        except requests.RequestException as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
             return False
+        self._last_error = f"/_sim/stats answered {status}"
+        return status == 200
 
     def _fail(self, reason: str) -> None:
-        stderr = self._read(self._stderr)
+        stdout, stderr = self._read(self._stdout), self._read(self._stderr)
         self.stop()
         raise RuntimeError(
-            f"bitbucket_sim {reason}\ncommand: {' '.join(self.args)}\nstderr:\n{stderr}"
+            f"bitbucket_sim {reason}\ncommand: {' '.join(self.args)}"
+            f"\nstdout:\n{stdout}\nstderr:\n{stderr}"
         )
 
     # -- addresses -------------------------------------------------------------------------
