@@ -136,15 +136,10 @@ class _BudgetedRetry(Retry):
         if call is not None:
             status = response.status if response is not None else None
             reason = f"HTTP {status}" if status else type(error).__name__
-            call.client._answered(call, status, response.headers if response else None)
+            call.client._answered(call, status, response.headers if response is not None else None)
             log.info(
                 "bitbucket call failed; retrying",
-                extra={
-                    "endpoint": call.endpoint,
-                    "reason": reason,
-                    "attempt": call.attempts,
-                    "delay": round(following.get_backoff_time(), 3),
-                },
+                extra={"endpoint": call.endpoint, "reason": reason, "attempt": call.attempts},
             )
         return following
 
@@ -295,9 +290,9 @@ class BitbucketClient:
     ) -> requests.Response:
         """One logical call; returns a response in `ok`.
 
-        Reads are retried on 5xx and connection errors; other methods only with `retry=True`
-        (a PUT of a whole object, say). A call sent once that gets no answer raises
-        `NoAnswer`: it may have taken effect.
+        Reads are retried (by the mounted `Retry`) on 502/503/504, connection and read errors;
+        other methods only with `retry=True` (a PUT of a whole object, say). A call sent once
+        that gets no answer raises `NoAnswer`: it may have taken effect.
         """
         url, relative = self.resolve(path_or_url)
         retried = method.upper() in RETRIED_METHODS if retry is None else retry
