@@ -1,9 +1,12 @@
 """Settings read once from the environment (and a `.env` file), validated at start.
 
-Every process (web, worker, beat, CLI) builds one `Settings` with `load_settings()`.
-An invalid value raises `SettingsError` whose message is one line naming the variable
-and what is wrong; entry points print it and exit. Secrets are wrapped in `Secret` so
-they never show in a repr, a log line or an error message.
+Every process (web, worker, beat, CLI) builds one `Settings` with `load_settings()`. Each
+setting is declared once, on `Settings`, with its variable, its default and the kind of value
+it takes (a marshmallow field from `app.settings_fields`); environs reads the variables, from
+the environment and `.env`, or from any mapping handed to `settings_from_env`. An invalid value
+raises `SettingsError` whose message is one line naming the variable and what is wrong; entry
+points print it and exit. Secrets are wrapped in `Secret` so they never show in a repr, a log
+line or an error message.
 """
 
 from __future__ import annotations
@@ -11,43 +14,56 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
+import marshmallow as ma
+from environs import Env, EnvValidationError
 
-from app.settings_access import endpoint_access
-from app.settings_values import (
+from app.settings_fields import (
+    KINDS,
+    BasicAuth,
+    CalendarDate,
+    CatalogPaths,
+    Choice,
+    DatabaseUrl,
+    DescriptorKinds,
+    Flag,
+    MappingFile,
+    PositiveNumber,
+    Rate,
     Secret,
+    Secrets,
+    SecretUrl,
     SettingsError,
-    boolean,
-    calendar_date,
-    catalog_paths,
-    choice,
-    descriptor_kinds,
-    mapping_path,
-    positive_number,
-    rate,
-    share,
-    url,
-    whole_number,
+    Share,
+    Slugs,
+    Text,
+    Upper,
+    Url,
+    WholeNumber,
+    normalise_database_url,
 )
 
-DEFAULT_DATABASE_URL = "sqlite:///bbsync.db"
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-DATABASE_SCHEMES = (
-    "sqlite",
-    "postgresql",
-    "postgres",
-    "postgresql+psycopg",
-    "sqlite+pysqlite",
-    "postgresql+psycopg2",
-)
-DEFAULT_API_URL = "https://api.bitbucket.org/2.0"
+__all__ = [
+    "Credential",
+    "CredentialKind",
+    "Secret",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+    "normalise_database_url",
+    "settings_from_env",
+]
+
 DEFAULT_OAUTH_TOKEN_URL = "https://bitbucket.org/site/oauth2/access_token"
+WEB_SCHEMES = ("https", "http")
+
+T = TypeVar("T")
 
 
 class CredentialKind(StrEnum):
@@ -82,71 +98,165 @@ class Credential:
 
 
 @dataclass(frozen=True)
+class _Declared:
+    """How one `Settings` field is read: its variable, the kind of value, the kind's options;
+    `default_from` names an earlier field whose value is the default (the broker: Redis)."""
+
+    variable: str
+    kind: type[ma.fields.Field]
+    options: Mapping[str, Any]
+    default_from: str = ""
+
+
+def setting(
+    variable: str,
+    default: T,
+    kind: type[ma.fields.Field] = Text,
+    *,
+    default_from: str = "",
+    **options: Any,
+) -> T:
+    """A `Settings` field read from `variable`; its default is written here and nowhere else."""
+    declared = _Declared(variable, kind, options, default_from)
+    return field(default=default, metadata={"setting": declared})
+
+
+@dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str = DEFAULT_REDIS_URL
-    broker_url: str = DEFAULT_REDIS_URL
-    bitbucket_api_url: str = DEFAULT_API_URL
-    workspaces: tuple[str, ...] = ()
+    database_url: str = setting("DATABASE_URL", "sqlite:///bbsync.db", DatabaseUrl)
+    redis_url: str = setting(
+        "REDIS_URL", "redis://localhost:6379/0", Url, schemes=("redis", "rediss")
+    )
+    broker_url: str = setting(
+        "CELERY_BROKER_URL",
+        "redis://localhost:6379/0",
+        Url,
+        default_from="redis_url",
+        schemes=("redis", "rediss", "amqp", "amqps", "pyamqp"),
+    )
+    bitbucket_api_url: str = setting(
+        "BITBUCKET_API_URL",
+        "https://api.bitbucket.org/2.0",
+        Url,
+        schemes=WEB_SCHEMES,
+        strip_slash=True,
+    )
+    workspaces: tuple[str, ...] = setting("BITBUCKET_WORKSPACES", (), Slugs)
     credential: Credential = field(
         default_factory=lambda: Credential(kind=CredentialKind.ANONYMOUS)
     )
-    webhook_secrets: tuple[Secret, ...] = ()
-    allow_unsigned_webhooks: bool = False  # development only; the web process warns
-    webhook_max_bytes: int = 512 * 1024
-    push_coalesce_seconds: float = 5.0
-    requeue_after_seconds: int = 60
-    spool_max_entries: int = 50_000  # deliveries kept in Redis while the database is down
-    refresh_attempts: int = 5
-    api_tokens: tuple[Secret, ...] = ()
-    activity_interval_seconds: int = 15 * 60
-    activity_share: float = 0.15  # of the hourly window, for scheduled activity reconciliation
-    reconcile_pipelines: bool = True
-    health_pipeline_runs: int = 20
-    retention_days: int = 90
-    change_retention_days: int = 7  # the catalog change feed: older cursors get a 410
-    members_interval_seconds: int = 3600
-    quota_warn_percent: int = 80
-    sentry_environment: str = "production"
-    sentry_release: str = ""
-    sentry_traces_sample_rate: float = 0.0
-    token_created_on: date | None = None  # when the Bitbucket token was made: rotation reminders
-    group_mapping_path: str = ""
-    backstage_jwks_url: str = ""
-    backstage_issuer: str = ""
-    backstage_audience: str = "backstage"  # what Backstage puts in its user tokens
-    action_timeout_seconds: float = 10.0  # a Bitbucket call made inside a web request
-    catalog_tokens: tuple[Secret, ...] = ()  # empty: /catalog/* is open
-    metrics_tokens: tuple[Secret, ...] = ()  # empty: /metrics is open
-    status_basic_auth: tuple[tuple[str, Secret], ...] = ()  # empty: the status page is open
-    rate_limit_per_hour: int = 1000
-    rate_window_seconds: int = 3600
-    rate_reserve_percent: int = 20
-    raw_rate_limit_per_hour: int = 5000  # raw file content has a window of its own
-    rate_limit_floor: int = 100  # an announced X-RateLimit-Limit is never followed below this
-    learn_rate_limit: bool = True  # follow X-RateLimit-Limit; off: the configured limits only
-    http_timeout_seconds: float = 30.0
-    http_max_retries: int = 3
-    full_sync_interval_seconds: int = 3600
-    run_heartbeat_seconds: int = 15  # a running sync touches its run row this often
-    run_stale_seconds: int = 90  # a run silent this long lost its worker: resumed by beat
-    rate_limit_probe_seconds: int = 60  # after a 429 without Retry-After, webhook work probes
-    sentry_dsn: Secret | None = None
-    bitbucket_web_url: str = "https://bitbucket.org"
-    catalog_paths: tuple[str, ...] = ("catalog-info.yaml",)
-    generate_components: bool = True
-    component_type: str = "service"
-    component_lifecycle: str = "production"
-    component_owner: str = ""  # empty: the Group derived from the Bitbucket project
-    change_detection: str = "updated_on"  # or "head": one branch call per repository
-    discovery: str = "auto"  # code search when it works, else per-repository probes
-    max_delete_share: float = 0.5
-    descriptor_max_bytes: int = 256 * 1024
-    descriptor_max_documents: int = 50
-    descriptor_kinds: tuple[str, ...] = ("Component", "API", "System", "Domain", "Resource")
-    port: int = 5000
-    log_level: str = "INFO"
-    log_format: str = "auto"
+    webhook_secrets: tuple[Secret, ...] = setting("BITBUCKET_WEBHOOK_SECRET", (), Secrets)
+    # Development only; the web process warns.
+    allow_unsigned_webhooks: bool = setting("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", False, Flag)
+    webhook_max_bytes: int = setting("BBSYNC_WEBHOOK_MAX_BYTES", 512 * 1024, WholeNumber)
+    push_coalesce_seconds: float = setting("BBSYNC_PUSH_COALESCE_SECONDS", 5.0, PositiveNumber)
+    requeue_after_seconds: int = setting("BBSYNC_REQUEUE_AFTER_SECONDS", 60, WholeNumber)
+    # Deliveries kept in Redis while the database is down; 0 turns the spool off.
+    spool_max_entries: int = setting("BBSYNC_SPOOL_MAX_ENTRIES", 50_000, WholeNumber, minimum=0)
+    refresh_attempts: int = setting("BBSYNC_REFRESH_ATTEMPTS", 5, WholeNumber)
+    api_tokens: tuple[Secret, ...] = setting("BBSYNC_API_TOKENS", (), Secrets)
+    activity_interval_seconds: int = setting("BBSYNC_ACTIVITY_INTERVAL", 15 * 60, WholeNumber)
+    # Of the hourly window, for scheduled activity reconciliation.
+    activity_share: float = setting("BBSYNC_ACTIVITY_SHARE", 0.15, Share)
+    reconcile_pipelines: bool = setting("BBSYNC_RECONCILE_PIPELINES", True, Flag)
+    health_pipeline_runs: int = setting("BBSYNC_HEALTH_PIPELINE_RUNS", 20, WholeNumber)
+    retention_days: int = setting("BBSYNC_RETENTION_DAYS", 90, WholeNumber)
+    # The catalog change feed: older cursors get a 410.
+    change_retention_days: int = setting("BBSYNC_CHANGE_RETENTION_DAYS", 7, WholeNumber)
+    members_interval_seconds: int = setting("BBSYNC_MEMBERS_INTERVAL", 3600, WholeNumber)
+    quota_warn_percent: int = setting("BBSYNC_QUOTA_WARN_PERCENT", 80, WholeNumber)
+    sentry_environment: str = setting("SENTRY_ENVIRONMENT", "production")
+    sentry_release: str = setting("SENTRY_RELEASE", "")
+    sentry_traces_sample_rate: float = setting("SENTRY_TRACES_SAMPLE_RATE", 0.0, Rate)
+    # When the Bitbucket token was made: rotation reminders.
+    token_created_on: date | None = setting("BITBUCKET_TOKEN_CREATED", None, CalendarDate)
+    group_mapping_path: str = setting("BBSYNC_GROUP_MAPPING", "", MappingFile)
+    # Who may use which endpoint: how Backstage user tokens are verified, how long a call made
+    # for a web request may take, and the optional locks on the catalog, metrics and status
+    # page (unset: open, as a zero-config demo needs).
+    backstage_jwks_url: str = setting("BBSYNC_BACKSTAGE_JWKS_URL", "", Url, schemes=WEB_SCHEMES)
+    backstage_issuer: str = setting("BBSYNC_BACKSTAGE_ISSUER", "")
+    # What Backstage puts in its user tokens.
+    backstage_audience: str = setting("BBSYNC_BACKSTAGE_AUDIENCE", "backstage")
+    # A Bitbucket call made inside a web request: connecting and reading each get this long,
+    # so twice it stays inside gunicorn's 30 s.
+    action_timeout_seconds: float = setting(
+        "BBSYNC_ACTION_TIMEOUT_SECONDS",
+        10.0,
+        PositiveNumber,
+        validate=ma.validate.Range(
+            max=12,
+            error="must be at most 12 (the web process answers within 30 s), got {input:g}",
+        ),
+    )
+    catalog_tokens: tuple[Secret, ...] = setting("BBSYNC_CATALOG_TOKENS", (), Secrets)
+    metrics_tokens: tuple[Secret, ...] = setting("BBSYNC_METRICS_TOKEN", (), Secrets)
+    status_basic_auth: tuple[tuple[str, Secret], ...] = setting(
+        "BBSYNC_STATUS_BASIC_AUTH", (), BasicAuth
+    )
+    rate_limit_per_hour: int = setting("BITBUCKET_RATE_LIMIT_PER_HOUR", 1000, WholeNumber)
+    rate_window_seconds: int = setting("BITBUCKET_RATE_WINDOW_SECONDS", 3600, WholeNumber)
+    rate_reserve_percent: int = setting(
+        "BITBUCKET_RATE_RESERVE_PERCENT",
+        20,
+        WholeNumber,
+        minimum=0,
+        validate=ma.validate.Range(
+            max=100, max_inclusive=False, error="must be below 100, got {input}"
+        ),
+    )
+    # Raw file content has a window of its own.
+    raw_rate_limit_per_hour: int = setting("BITBUCKET_RAW_RATE_LIMIT_PER_HOUR", 5000, WholeNumber)
+    # An announced X-RateLimit-Limit is never followed below this.
+    rate_limit_floor: int = setting("BITBUCKET_RATE_LIMIT_FLOOR", 100, WholeNumber)
+    # Follow X-RateLimit-Limit; off: the configured limits only.
+    learn_rate_limit: bool = setting("BITBUCKET_LEARN_RATE_LIMIT", True, Flag)
+    http_timeout_seconds: float = setting("BITBUCKET_HTTP_TIMEOUT", 30.0, PositiveNumber)
+    http_max_retries: int = setting("BITBUCKET_HTTP_RETRIES", 3, WholeNumber, minimum=0)
+    full_sync_interval_seconds: int = setting("BBSYNC_FULL_SYNC_INTERVAL", 3600, WholeNumber)
+    # A running sync touches its run row this often.
+    run_heartbeat_seconds: int = setting("BBSYNC_RUN_HEARTBEAT_SECONDS", 15, WholeNumber)
+    # A run silent this long lost its worker: resumed by beat (at least 3 heartbeats).
+    run_stale_seconds: int = setting("BBSYNC_RUN_STALE_SECONDS", 90, WholeNumber)
+    # After a 429 without Retry-After, webhook work probes this often.
+    rate_limit_probe_seconds: int = setting("BITBUCKET_429_PROBE_SECONDS", 60, WholeNumber)
+    sentry_dsn: Secret | None = setting("SENTRY_DSN", None, SecretUrl, schemes=WEB_SCHEMES)
+    bitbucket_web_url: str = setting(
+        "BITBUCKET_WEB_URL", "https://bitbucket.org", Url, schemes=WEB_SCHEMES, strip_slash=True
+    )
+    catalog_paths: tuple[str, ...] = setting(
+        "BBSYNC_CATALOG_PATHS", ("catalog-info.yaml",), CatalogPaths
+    )
+    generate_components: bool = setting("BBSYNC_GENERATE_COMPONENTS", True, Flag)
+    component_type: str = setting("BBSYNC_COMPONENT_TYPE", "service")
+    component_lifecycle: str = setting("BBSYNC_COMPONENT_LIFECYCLE", "production")
+    # Empty: the Group derived from the Bitbucket project.
+    component_owner: str = setting("BBSYNC_COMPONENT_OWNER", "")
+    # Or "head": one branch call per repository.
+    change_detection: str = setting(
+        "BBSYNC_CHANGE_DETECTION", "updated_on", Choice, choices=("updated_on", "head")
+    )
+    # Code search when it works, else per-repository probes.
+    discovery: str = setting(
+        "BBSYNC_DISCOVERY", "auto", Choice, choices=("auto", "search", "probe")
+    )
+    max_delete_share: float = setting("BBSYNC_MAX_DELETE_SHARE", 0.5, Share)
+    descriptor_max_bytes: int = setting("BBSYNC_DESCRIPTOR_MAX_BYTES", 256 * 1024, WholeNumber)
+    descriptor_max_documents: int = setting("BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", 50, WholeNumber)
+    descriptor_kinds: tuple[str, ...] = setting(
+        "BBSYNC_DESCRIPTOR_KINDS",
+        ("Component", "API", "System", "Domain", "Resource"),
+        DescriptorKinds,
+    )
+    port: int = setting("PORT", 5000, WholeNumber)
+    log_level: str = setting("LOG_LEVEL", "INFO", Upper)
+    log_format: str = setting(
+        "LOG_FORMAT",
+        "auto",
+        Choice,
+        choices=("auto", "json", "text"),
+        error="must be auto, json or text, got {lowered!r}",
+    )
 
     @property
     def api_host(self) -> str:
@@ -163,21 +273,77 @@ class Settings:
         """Calls per window that only webhook-driven work may spend."""
         return self.rate_limit_per_hour * self.rate_reserve_percent // 100
 
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret these settings hold, revealed: what log lines must never show."""
+        found: list[str] = []
 
-def normalise_database_url(value: str) -> str:
-    """Accept Heroku-style `postgres://` and plain `postgresql://`; use the psycopg 3 driver."""
-    for prefix in ("postgres://", "postgresql://"):
-        if value.startswith(prefix):
-            return "postgresql+psycopg://" + value[len(prefix) :]
-    return value
+        def collect(value: Any) -> None:
+            if isinstance(value, Secret):
+                found.append(value.reveal())
+            elif isinstance(value, tuple):
+                for item in value:
+                    collect(item)
+            elif isinstance(value, Credential):
+                collect(value.secret)
+
+        for each in fields(self):
+            collect(getattr(self, each.name))
+        return tuple(dict.fromkeys(v for v in found if v))
 
 
-def _credential(env: Mapping[str, str]) -> Credential:
+class _Reader(Env):
+    """environs' reader over a given mapping (the process environment, or a test's dict),
+    then the `.env` files read into it; a blank value counts as unset, values are stripped.
+
+    It collects every bad value (`eager=False`) and `settings_error()` turns the first into
+    bbsync's one-line `SettingsError`.
+    """
+
+    def __init__(self, source: Mapping[str, str]) -> None:
+        super().__init__(eager=False)
+        self._source = source
+        for kind in KINDS:
+            self.add_parser_from_field(kind.__name__, kind)
+
+    def _get_value(self, env_key: str, default: Any) -> Any:
+        value = self._source.get(env_key)
+        if value is None:
+            value = self._environ.get(env_key)
+        if value is None or not value.strip():
+            return default
+        return value.strip()
+
+    def text(self, variable: str) -> str:
+        """A variable's value as written (stripped), or '' when unset: no kind, no check."""
+        value = self._get_value(variable, "")
+        return value if isinstance(value, str) else ""
+
+    def read(self, variable: str, kind: type[ma.fields.Field], default: Any, **options: Any) -> Any:
+        return getattr(self, kind.__name__)(variable, default, **options)
+
+    def read_file(self, path: Path) -> None:
+        """Values of a dotenv file fill what is still unset (the environment always wins)."""
+        if path.is_file():
+            self.read_env(path, recurse=False)
+
+    def settings_error(self) -> SettingsError | None:
+        try:
+            self.seal()
+        except EnvValidationError as exc:
+            found = exc.error_messages
+            if not isinstance(found, Mapping):  # never: every value has a variable
+                return SettingsError(str(found))
+            variable, messages = next(iter(found.items()))
+            return SettingsError(f"{variable}: {messages[0]}")
+        return None
+
+
+def _credential(reader: _Reader) -> Credential:
     """Exactly one kind of credential, or none (anonymous)."""
-    token = env.get("BITBUCKET_ACCESS_TOKEN", "")
-    email, api_token = env.get("BITBUCKET_EMAIL", ""), env.get("BITBUCKET_API_TOKEN", "")
-    client_id = env.get("BITBUCKET_OAUTH_CLIENT_ID", "")
-    client_secret = env.get("BITBUCKET_OAUTH_CLIENT_SECRET", "")
+    token = reader.text("BITBUCKET_ACCESS_TOKEN")
+    email, api_token = reader.text("BITBUCKET_EMAIL"), reader.text("BITBUCKET_API_TOKEN")
+    client_id = reader.text("BITBUCKET_OAUTH_CLIENT_ID")
+    client_secret = reader.text("BITBUCKET_OAUTH_CLIENT_SECRET")
     kinds = [
         name
         for name, present in (
@@ -209,10 +375,8 @@ def _credential(env: Mapping[str, str]) -> Credential:
             raise SettingsError("BITBUCKET_OAUTH_CLIENT_ID: required with the client secret")
         if not client_secret:
             raise SettingsError("BITBUCKET_OAUTH_CLIENT_SECRET: required with the client id")
-        token_url = url(
-            "BITBUCKET_OAUTH_TOKEN_URL",
-            env.get("BITBUCKET_OAUTH_TOKEN_URL") or DEFAULT_OAUTH_TOKEN_URL,
-            ("https", "http"),
+        token_url = reader.read(
+            "BITBUCKET_OAUTH_TOKEN_URL", Url, DEFAULT_OAUTH_TOKEN_URL, schemes=WEB_SCHEMES
         )
         return Credential(
             CredentialKind.OAUTH,
@@ -223,176 +387,38 @@ def _credential(env: Mapping[str, str]) -> Credential:
     return Credential(CredentialKind.ANONYMOUS)
 
 
-def settings_from_env(env: Mapping[str, str]) -> Settings:
-    """Build and validate settings from a mapping of environment variables."""
-
-    def get(name: str, default: str = "") -> str:
-        return env.get(name, "").strip() or default
-
-    url(
-        "DATABASE_URL",
-        get("DATABASE_URL", DEFAULT_DATABASE_URL),
-        DATABASE_SCHEMES,
-    )
-    database_url = normalise_database_url(get("DATABASE_URL", DEFAULT_DATABASE_URL))
-    redis_url = url("REDIS_URL", get("REDIS_URL", DEFAULT_REDIS_URL), ("redis", "rediss"))
-    broker_url = url(
-        "CELERY_BROKER_URL",
-        get("CELERY_BROKER_URL", redis_url),
-        ("redis", "rediss", "amqp", "amqps", "pyamqp"),
-    )
-    api_url = url(
-        "BITBUCKET_API_URL", get("BITBUCKET_API_URL", DEFAULT_API_URL), ("https", "http")
-    ).rstrip("/")
-    workspaces = tuple(w.strip() for w in get("BITBUCKET_WORKSPACES").split(",") if w.strip())
-    for workspace in workspaces:
-        if "/" in workspace or " " in workspace:
-            raise SettingsError(f"BITBUCKET_WORKSPACES: {workspace!r} is not a workspace slug")
-    secrets = tuple(
-        Secret(s.strip()) for s in get("BITBUCKET_WEBHOOK_SECRET").split(",") if s.strip()
-    )
-    reserve = whole_number(
-        "BITBUCKET_RATE_RESERVE_PERCENT", get("BITBUCKET_RATE_RESERVE_PERCENT", "20"), 0
-    )
-    if reserve >= 100:
-        raise SettingsError(f"BITBUCKET_RATE_RESERVE_PERCENT: must be below 100, got {reserve}")
-    heartbeat = whole_number(
-        "BBSYNC_RUN_HEARTBEAT_SECONDS", get("BBSYNC_RUN_HEARTBEAT_SECONDS", "15")
-    )
-    stale = whole_number("BBSYNC_RUN_STALE_SECONDS", get("BBSYNC_RUN_STALE_SECONDS", "90"))
+def _settings(reader: _Reader) -> Settings:
+    """Read every declared setting and the credential, then the rules between settings."""
+    values: dict[str, Any] = {}
+    for each in fields(Settings):
+        declared = each.metadata.get("setting")
+        if not isinstance(declared, _Declared):
+            continue
+        default = values[declared.default_from] if declared.default_from else each.default
+        values[each.name] = reader.read(
+            declared.variable, declared.kind, default, **declared.options
+        )
+    credential = _credential(reader)
+    error = reader.settings_error()
+    if error is not None:
+        raise error
+    heartbeat, stale = values["run_heartbeat_seconds"], values["run_stale_seconds"]
     if stale < 3 * heartbeat:
         raise SettingsError(
             f"BBSYNC_RUN_STALE_SECONDS: must be at least 3 heartbeats "
             f"({3 * heartbeat}s with BBSYNC_RUN_HEARTBEAT_SECONDS={heartbeat}), got {stale}"
         )
-    log_format = get("LOG_FORMAT", "auto").lower()
-    if log_format not in ("auto", "json", "text"):
-        raise SettingsError(f"LOG_FORMAT: must be auto, json or text, got {log_format!r}")
-    sentry_dsn = get("SENTRY_DSN")
-    if sentry_dsn:
-        url("SENTRY_DSN", sentry_dsn, ("https", "http"))
-    return Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        broker_url=broker_url,
-        bitbucket_api_url=api_url,
-        workspaces=workspaces,
-        credential=_credential(env),
-        webhook_secrets=secrets,
-        api_tokens=tuple(
-            Secret(t.strip()) for t in get("BBSYNC_API_TOKENS").split(",") if t.strip()
-        ),
-        activity_interval_seconds=whole_number(
-            "BBSYNC_ACTIVITY_INTERVAL", get("BBSYNC_ACTIVITY_INTERVAL", str(15 * 60))
-        ),
-        activity_share=share("BBSYNC_ACTIVITY_SHARE", get("BBSYNC_ACTIVITY_SHARE", "0.15")),
-        reconcile_pipelines=boolean(
-            "BBSYNC_RECONCILE_PIPELINES", get("BBSYNC_RECONCILE_PIPELINES", "true")
-        ),
-        health_pipeline_runs=whole_number(
-            "BBSYNC_HEALTH_PIPELINE_RUNS", get("BBSYNC_HEALTH_PIPELINE_RUNS", "20")
-        ),
-        retention_days=whole_number("BBSYNC_RETENTION_DAYS", get("BBSYNC_RETENTION_DAYS", "90")),
-        change_retention_days=whole_number(
-            "BBSYNC_CHANGE_RETENTION_DAYS", get("BBSYNC_CHANGE_RETENTION_DAYS", "7")
-        ),
-        sentry_environment=get("SENTRY_ENVIRONMENT", "production"),
-        sentry_release=get("SENTRY_RELEASE"),
-        sentry_traces_sample_rate=rate(
-            "SENTRY_TRACES_SAMPLE_RATE", get("SENTRY_TRACES_SAMPLE_RATE", "0")
-        ),
-        token_created_on=calendar_date("BITBUCKET_TOKEN_CREATED", get("BITBUCKET_TOKEN_CREATED")),
-        quota_warn_percent=whole_number(
-            "BBSYNC_QUOTA_WARN_PERCENT", get("BBSYNC_QUOTA_WARN_PERCENT", "80")
-        ),
-        members_interval_seconds=whole_number(
-            "BBSYNC_MEMBERS_INTERVAL", get("BBSYNC_MEMBERS_INTERVAL", "3600")
-        ),
-        group_mapping_path=mapping_path(get("BBSYNC_GROUP_MAPPING")),
-        **endpoint_access(get),
-        allow_unsigned_webhooks=boolean(
-            "BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", get("BBSYNC_ALLOW_UNSIGNED_WEBHOOKS", "false")
-        ),
-        webhook_max_bytes=whole_number(
-            "BBSYNC_WEBHOOK_MAX_BYTES", get("BBSYNC_WEBHOOK_MAX_BYTES", str(512 * 1024))
-        ),
-        push_coalesce_seconds=positive_number(
-            "BBSYNC_PUSH_COALESCE_SECONDS", get("BBSYNC_PUSH_COALESCE_SECONDS", "5")
-        ),
-        requeue_after_seconds=whole_number(
-            "BBSYNC_REQUEUE_AFTER_SECONDS", get("BBSYNC_REQUEUE_AFTER_SECONDS", "60")
-        ),
-        spool_max_entries=whole_number(
-            "BBSYNC_SPOOL_MAX_ENTRIES", get("BBSYNC_SPOOL_MAX_ENTRIES", "50000"), minimum=0
-        ),
-        refresh_attempts=whole_number(
-            "BBSYNC_REFRESH_ATTEMPTS", get("BBSYNC_REFRESH_ATTEMPTS", "5")
-        ),
-        rate_limit_per_hour=whole_number(
-            "BITBUCKET_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RATE_LIMIT_PER_HOUR", "1000")
-        ),
-        rate_window_seconds=whole_number(
-            "BITBUCKET_RATE_WINDOW_SECONDS", get("BITBUCKET_RATE_WINDOW_SECONDS", "3600")
-        ),
-        rate_reserve_percent=reserve,
-        raw_rate_limit_per_hour=whole_number(
-            "BITBUCKET_RAW_RATE_LIMIT_PER_HOUR", get("BITBUCKET_RAW_RATE_LIMIT_PER_HOUR", "5000")
-        ),
-        rate_limit_floor=whole_number(
-            "BITBUCKET_RATE_LIMIT_FLOOR", get("BITBUCKET_RATE_LIMIT_FLOOR", "100")
-        ),
-        learn_rate_limit=boolean(
-            "BITBUCKET_LEARN_RATE_LIMIT", get("BITBUCKET_LEARN_RATE_LIMIT", "true")
-        ),
-        http_timeout_seconds=positive_number(
-            "BITBUCKET_HTTP_TIMEOUT", get("BITBUCKET_HTTP_TIMEOUT", "30")
-        ),
-        http_max_retries=whole_number(
-            "BITBUCKET_HTTP_RETRIES", get("BITBUCKET_HTTP_RETRIES", "3"), 0
-        ),
-        full_sync_interval_seconds=whole_number(
-            "BBSYNC_FULL_SYNC_INTERVAL", get("BBSYNC_FULL_SYNC_INTERVAL", "3600")
-        ),
-        run_heartbeat_seconds=heartbeat,
-        run_stale_seconds=stale,
-        rate_limit_probe_seconds=whole_number(
-            "BITBUCKET_429_PROBE_SECONDS", get("BITBUCKET_429_PROBE_SECONDS", "60")
-        ),
-        sentry_dsn=Secret(sentry_dsn) if sentry_dsn else None,
-        bitbucket_web_url=url(
-            "BITBUCKET_WEB_URL",
-            get("BITBUCKET_WEB_URL", "https://bitbucket.org"),
-            ("https", "http"),
-        ).rstrip("/"),
-        catalog_paths=catalog_paths(get("BBSYNC_CATALOG_PATHS", "catalog-info.yaml")),
-        generate_components=boolean(
-            "BBSYNC_GENERATE_COMPONENTS", get("BBSYNC_GENERATE_COMPONENTS", "true")
-        ),
-        component_type=get("BBSYNC_COMPONENT_TYPE", "service"),
-        component_lifecycle=get("BBSYNC_COMPONENT_LIFECYCLE", "production"),
-        component_owner=get("BBSYNC_COMPONENT_OWNER"),
-        change_detection=choice(
-            "BBSYNC_CHANGE_DETECTION",
-            get("BBSYNC_CHANGE_DETECTION", "updated_on"),
-            ("updated_on", "head"),
-        ),
-        discovery=choice(
-            "BBSYNC_DISCOVERY", get("BBSYNC_DISCOVERY", "auto"), ("auto", "search", "probe")
-        ),
-        max_delete_share=share("BBSYNC_MAX_DELETE_SHARE", get("BBSYNC_MAX_DELETE_SHARE", "0.5")),
-        descriptor_max_bytes=whole_number(
-            "BBSYNC_DESCRIPTOR_MAX_BYTES", get("BBSYNC_DESCRIPTOR_MAX_BYTES", str(256 * 1024))
-        ),
-        descriptor_max_documents=whole_number(
-            "BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", get("BBSYNC_DESCRIPTOR_MAX_DOCUMENTS", "50")
-        ),
-        descriptor_kinds=descriptor_kinds(
-            get("BBSYNC_DESCRIPTOR_KINDS", "Component,API,System,Domain,Resource")
-        ),
-        port=whole_number("PORT", get("PORT", "5000")),
-        log_level=get("LOG_LEVEL", "INFO").upper(),
-        log_format=log_format,
-    )
+    if values["backstage_jwks_url"] and not values["backstage_issuer"]:
+        raise SettingsError(
+            "BBSYNC_BACKSTAGE_ISSUER: required with BBSYNC_BACKSTAGE_JWKS_URL "
+            "(Backstage's is <backend base URL>/api/auth)"
+        )
+    return Settings(credential=credential, **values)
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build and validate settings from a mapping of environment variables."""
+    return _settings(_Reader(env))
 
 
 CREDENTIAL_VARIABLES = (
@@ -403,12 +429,6 @@ CREDENTIAL_VARIABLES = (
 DEMO_ENV_FILE = ".env.demo"
 
 
-def _file_values(path: Path) -> dict[str, str]:
-    if not path.is_file():
-        return {}
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
-
-
 def load_settings(env_file: str | Path | None = ".env") -> Settings:
     """Settings from `.env` (if present) overlaid by the real environment, which wins.
 
@@ -416,10 +436,9 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
     `bbsync status` in another shell sees the demo. They only fill what is unset, and only when
     no Bitbucket credential is configured: a real credential never meets the demo's URL.
     """
-    values: dict[str, str] = {}
+    reader = _Reader(os.environ)
     if env_file:
-        values.update(_file_values(Path(env_file)))
-    values.update(os.environ)
-    if env_file and not any(values.get(name, "").strip() for name in CREDENTIAL_VARIABLES):
-        values = {**_file_values(Path(env_file).with_name(DEMO_ENV_FILE)), **values}
-    return settings_from_env(values)
+        reader.read_file(Path(env_file))
+        if not any(reader.text(name) for name in CREDENTIAL_VARIABLES):
+            reader.read_file(Path(env_file).with_name(DEMO_ENV_FILE))
+    return _settings(reader)

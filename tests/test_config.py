@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import subprocess
 import sys
@@ -9,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from app.config import CredentialKind, Secret, SettingsError, load_settings, settings_from_env
+from app.config import (
+    CredentialKind,
+    Secret,
+    Settings,
+    SettingsError,
+    load_settings,
+    settings_from_env,
+)
+from app.ops.logs import TextFormatter, secret_values
 
 
 def test_defaults_follow_the_design_contract() -> None:
@@ -216,3 +226,54 @@ def test_bad_access_settings_name_the_variable_and_hide_the_value(
     message = str(caught.value)
     assert message.startswith(variable + ":") and "\n" not in message
     assert not hidden or hidden not in message
+
+
+def test_each_default_is_written_once_and_every_variable_is_documented() -> None:
+    # The defaults `Settings()` declares are the ones an empty environment gets.
+    assert settings_from_env({}) == Settings()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    variables = declared_variables()
+    assert len(variables) == len(set(variables)) > 50
+    assert [v for v in variables if f"`{v}`" not in readme] == []
+
+
+def test_a_given_mapping_is_read_and_not_the_process_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BITBUCKET_RATE_LIMIT_PER_HOUR", "70")
+    monkeypatch.setenv("BITBUCKET_ACCESS_TOKEN", "from-the-process")
+    settings = settings_from_env({"BITBUCKET_WORKSPACES": "acme"})
+    assert settings.rate_limit_per_hour == 1000
+    assert settings.credential.kind is CredentialKind.ANONYMOUS
+    # A blank value is unset: the default, not an error.
+    assert settings_from_env({"BITBUCKET_RATE_LIMIT_PER_HOUR": "  "}).rate_limit_per_hour == 1000
+
+
+def test_every_secret_is_masked_in_log_lines() -> None:
+    settings = settings_from_env(
+        {
+            "BITBUCKET_ACCESS_TOKEN": "tok-1",
+            "BITBUCKET_WEBHOOK_SECRET": "hook-1",
+            "BBSYNC_API_TOKENS": "api-1",
+            "BBSYNC_CATALOG_TOKENS": "cat-1",
+            "BBSYNC_METRICS_TOKEN": "met-1",
+            "BBSYNC_STATUS_BASIC_AUTH": "ops:pw-1",
+            "SENTRY_DSN": "https://key-1@sentry.example.com/1",
+        }
+    )
+    assert set(secret_values(settings)) == {
+        "tok-1",
+        "hook-1",
+        "api-1",
+        "cat-1",
+        "met-1",
+        "pw-1",
+        "https://key-1@sentry.example.com/1",
+    }
+    record = logging.LogRecord("t", logging.INFO, "", 0, "sent %s", ("cat-1 and pw-1",), None)
+    line = TextFormatter(secret_values(settings)).format(record)
+    assert "cat-1" not in line and "pw-1" not in line
+
+
+def declared_variables() -> list[str]:
+    return [f.metadata["setting"].variable for f in dataclasses.fields(Settings) if f.metadata]

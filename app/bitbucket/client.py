@@ -2,27 +2,37 @@
 
 Each call first takes a slot from the shared `RateBudget`, is counted by endpoint family,
 and goes only to the configured API base URL: a `next` link or any URL on another host (or
-outside the API path) is refused before credentials are attached. Connection errors and
-5xx answers of reads (GET, HEAD) are retried a few times with exponential backoff and full
-jitter; a call that changes something (POST, PUT, PATCH, DELETE) is sent once unless its
-caller says a repeat is harmless, because a lost answer does not mean nothing happened (a
-retried POST could start a pipeline twice). A 4xx fails at once with an error naming the
-endpoint and the status; a 429 pauses the whole budget.
+outside the API path) is refused before credentials are attached.
+
+Retries are urllib3's `Retry`, mounted on the session's adapter: connection errors, read
+errors and 502/503/504 answers of reads (GET, HEAD) are retried `max_retries` times with
+exponential backoff and jitter. A call that changes something (POST, PUT, PATCH, DELETE) is
+sent once unless its caller says a repeat is harmless, because a lost answer does not mean
+nothing happened (a retried POST could start a pipeline twice). Every attempt, retries
+included, takes its own slot of the budget and is counted: `_BudgetedRetry` hands each retry
+to the call under way. `Retry` never sees a 429: that one pauses the whole budget, for every
+process (bbsync's own), and the call fails with `RateLimited`. A 4xx fails at once with an
+error naming the endpoint and the status.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
 from marshmallow import ValidationError
+from requests.adapters import HTTPAdapter
+from urllib3 import BaseHTTPResponse
+from urllib3.connectionpool import ConnectionPool
+from urllib3.util.retry import Retry
 
 from app.bitbucket.accounting import CallLedger, endpoint_family
 from app.bitbucket.auth import TokenSource
@@ -47,7 +57,9 @@ MAX_PAGELEN = 100
 MAX_PULLREQUEST_PAGELEN = 50  # Bitbucket rejects more on pull request lists
 USER_AGENT = "bbsync/0.1 (+https://github.com/bbsync)"
 # Methods whose repetition changes nothing: the only ones retried unless a caller says so.
-RETRIED_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRIED_METHODS = frozenset({"GET", "HEAD"})
+# Answers that say "try again" without having done anything. Never 429: that is the budget's.
+RETRIED_STATUSES = frozenset({502, 503, 504})
 
 _page_schema = PageSchema()
 
@@ -76,6 +88,66 @@ class Page:
     values: list[dict[str, Any]]
     next_url: str | None
     size: int | None
+
+
+@dataclass
+class _Call:
+    """One logical call under way: what its retries are charged to and counted as."""
+
+    client: BitbucketClient
+    budget: RateBudget
+    family: str
+    endpoint: str
+    retried: bool  # may it be repeated at all
+    attempts: int = 0
+    probe: bool = False  # the budget let this attempt through a pause as a probe
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("bitbucket_call", default=None)
+
+
+class _BudgetedRetry(Retry):
+    """urllib3's `Retry`, with every retry charged to bbsync's budget like a first attempt.
+
+    The call under way (`_CALL`, set around each request) decides whether it may be repeated
+    at all: reads may, a call that changes something only when its caller said so. A failed
+    attempt that is retried is counted here (an attempt that is not retried is the call's
+    outcome, counted by the client), and each retry takes its slot after the backoff sleep.
+    """
+
+    def _is_method_retryable(self, method: str) -> bool:
+        call = _CALL.get()
+        return call.retried if call is not None else super()._is_method_retryable(method)
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> _BudgetedRetry:
+        call = _CALL.get()
+        # A call sent once is never repeated, not even after a connection error: a web
+        # request acting for a user must answer within its time.
+        policy = self if call is None or call.retried else self.new(total=0)
+        following = Retry.increment(policy, method, url, response, error, _pool, _stacktrace)
+        if call is not None:
+            status = response.status if response is not None else None
+            reason = f"HTTP {status}" if status else type(error).__name__
+            call.client._answered(call, status, response.headers if response is not None else None)
+            log.info(
+                "bitbucket call failed; retrying",
+                extra={"endpoint": call.endpoint, "reason": reason, "attempt": call.attempts},
+            )
+        return following
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        super().sleep(response)
+        call = _CALL.get()
+        if call is not None:
+            call.client._take_slot(call)
 
 
 class BitbucketClient:
@@ -112,14 +184,62 @@ class BitbucketClient:
         self.ledger = ledger or CallLedger()
         self.priority = Priority(priority)
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
         self.quota = quota
         self.http = http or requests.Session()
         self.http.headers["User-Agent"] = USER_AGENT
         # Never pick up credentials from ~/.netrc or proxies' env for another host.
         self.http.trust_env = False
+        self._adapter = HTTPAdapter()
+        for prefix in ("https://", "http://"):
+            self.http.mount(prefix, self._adapter)
+        self._max_retries = max_retries
+        self._backoff = (backoff_base, backoff_cap)
+        self._mount_retries()
+
+    # -- retries ------------------------------------------------------------------------
+
+    def _mount_retries(self) -> None:
+        base, cap = self._backoff
+        self._adapter.max_retries = _BudgetedRetry(
+            total=self._max_retries,
+            allowed_methods=RETRIED_METHODS,
+            status_forcelist=RETRIED_STATUSES,
+            backoff_factor=base,
+            backoff_max=cap,
+            backoff_jitter=base,
+            respect_retry_after_header=False,  # a Retry-After is the budget's, never a sleep
+            raise_on_status=False,  # the last 5xx answer is the call's outcome
+            redirect=False,  # never followed: only the API host is called
+        )
+
+    @property
+    def retry(self) -> Retry:
+        """The retry policy mounted on the session (urllib3's `Retry`)."""
+        policy = self._adapter.max_retries
+        assert isinstance(policy, Retry)
+        return policy
+
+    @property
+    def max_retries(self) -> int:
+        return self._max_retries
+
+    @property
+    def backoff_base(self) -> float:
+        return self._backoff[0]
+
+    @backoff_base.setter
+    def backoff_base(self, seconds: float) -> None:
+        self._backoff = (seconds, self._backoff[1])
+        self._mount_retries()
+
+    @property
+    def backoff_cap(self) -> float:
+        return self._backoff[1]
+
+    @backoff_cap.setter
+    def backoff_cap(self, seconds: float) -> None:
+        self._backoff = (self._backoff[0], seconds)
+        self._mount_retries()
 
     # -- URLs ---------------------------------------------------------------------------
 
@@ -170,24 +290,24 @@ class BitbucketClient:
     ) -> requests.Response:
         """One logical call; returns a response in `ok`.
 
-        Reads are retried on 5xx and connection errors; other methods only with `retry=True`
-        (a PUT of a whole object, say). A call sent once that gets no answer raises
-        `NoAnswer`: it may have taken effect.
+        Reads are retried (by the mounted `Retry`) on 502/503/504, connection and read errors;
+        other methods only with `retry=True` (a PUT of a whole object, say). A call sent once
+        that gets no answer raises `NoAnswer`: it may have taken effect.
         """
         url, relative = self.resolve(path_or_url)
         retried = method.upper() in RETRIED_METHODS if retry is None else retry
-        max_retries = self.max_retries if retried else 0
         family = endpoint_family(relative)
         endpoint = f"{method} {relative.split('?', 1)[0]}"
         budget = self.raw_budget if resource_for(relative) is Resource.RAW else self.budget
-        attempt = 0
         renewed_token = False
         while True:
-            probe = budget.acquire(self.priority)
+            call = _Call(self, budget, family, endpoint, retried)
+            self._take_slot(call)
             send_headers = dict(headers or {})
             authorization = self.tokens.authorization()
             if authorization:
                 send_headers["Authorization"] = authorization
+            current = _CALL.set(call)
             try:
                 response = self.http.request(
                     method,
@@ -200,10 +320,6 @@ class BitbucketClient:
                 )
             except requests.RequestException as exc:
                 self.ledger.record(family, None)
-                if attempt < max_retries:
-                    attempt += 1
-                    self._backoff(attempt, endpoint, type(exc).__name__)
-                    continue
                 if not retried and not isinstance(exc, requests.ConnectTimeout):
                     raise NoAnswer(
                         f"{endpoint}: no answer within {self.timeout:g}s "
@@ -212,17 +328,14 @@ class BitbucketClient:
                         retry_after=None,
                     ) from None
                 raise BitbucketUnavailable(
-                    f"{endpoint}: no answer after {attempt + 1} attempts ({type(exc).__name__})",
+                    f"{endpoint}: no answer after {call.attempts} attempts ({type(exc).__name__})",
                     endpoint=endpoint,
                     retry_after=None,
                 ) from None
+            finally:
+                _CALL.reset(current)
             status = response.status_code
-            self.ledger.record(family, status)
-            self._follow_announced_limit(budget, endpoint, response)
-            if probe and status != 429:
-                budget.answered()  # Bitbucket answers again: webhook work resumes
-            if self.quota is not None:
-                self.quota.after_call()
+            self._answered(call, status, response.headers)
             if status in ok:
                 return response
             if status == 429:
@@ -241,12 +354,8 @@ class BitbucketClient:
                     retry_after=paused,
                 )
             if status >= 500:
-                if attempt < max_retries:
-                    attempt += 1
-                    self._backoff(attempt, endpoint, f"HTTP {status}")
-                    continue
                 raise BitbucketUnavailable(
-                    f"{endpoint}: HTTP {status} after {attempt + 1} attempts"
+                    f"{endpoint}: HTTP {status} after {call.attempts} attempts"
                     + ("" if retried else " (not retried: it may have taken effect)"),
                     endpoint=endpoint,
                     status=status,
@@ -262,25 +371,33 @@ class BitbucketClient:
                 continue
             raise _request_error(endpoint, response)
 
+    def _take_slot(self, call: _Call) -> None:
+        """Before each attempt, the first and every retry: a slot of the shared budget."""
+        call.probe = call.budget.acquire(self.priority)
+        call.attempts += 1
+
+    def _answered(self, call: _Call, status: int | None, headers: Mapping[str, str] | None) -> None:
+        """After each attempt: counted, an announced limit followed, the quota watched."""
+        self.ledger.record(call.family, status)
+        if status is None or headers is None:
+            return
+        self._follow_announced_limit(call.budget, call.endpoint, headers)
+        if call.probe and status != 429:
+            call.budget.answered()  # Bitbucket answers again: webhook work resumes
+        if self.quota is not None:
+            self.quota.after_call()
+
     def _follow_announced_limit(
-        self, budget: RateBudget, endpoint: str, response: requests.Response
+        self, budget: RateBudget, endpoint: str, headers: Mapping[str, str]
     ) -> None:
         """`X-RateLimit-Limit` (access tokens, some endpoints) sets the window's limit for every
         process; `X-RateLimit-NearLimit` is Bitbucket's own quota alert."""
-        announced = response.headers.get("X-RateLimit-Limit", "").strip()
+        announced = headers.get("X-RateLimit-Limit", "").strip()
         if self.learn_limits and announced.isdigit() and len(announced) <= 9:
             budget.learn(int(announced))
-        near = response.headers.get("X-RateLimit-NearLimit", "").strip().lower()
+        near = headers.get("X-RateLimit-NearLimit", "").strip().lower()
         if near == "true" and self.quota is not None:
             self.quota.announced_near_limit(budget, endpoint)
-
-    def _backoff(self, attempt: int, endpoint: str, reason: str) -> None:
-        delay = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
-        log.info(
-            "bitbucket call failed; retrying",
-            extra={"endpoint": endpoint, "reason": reason, "attempt": attempt, "delay": delay},
-        )
-        time.sleep(delay)
 
     def get_json(
         self, path_or_url: str, params: Mapping[str, Any] | list[tuple[str, Any]] | None = None

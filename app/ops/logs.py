@@ -81,14 +81,9 @@ class TextFormatter(_Masking):
 
 
 def secret_values(settings: Settings) -> tuple[str, ...]:
-    values = [
-        settings.credential.secret.reveal(),
-        *(s.reveal() for s in settings.webhook_secrets),
-        *(s.reveal() for s in settings.api_tokens),
-    ]
-    if settings.sentry_dsn:
-        values.append(settings.sentry_dsn.reveal())
-    return tuple(v for v in values if v)
+    """Every secret of the settings (credential, webhook secrets, every token, passwords, the
+    Sentry DSN): what a log line never shows."""
+    return settings.secret_values()
 
 
 def configure_logging(settings: Settings) -> None:
