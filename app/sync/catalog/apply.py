@@ -15,6 +15,7 @@ from app.catalog.descriptors import DescriptorError, parse_descriptor, storable_
 from app.catalog.entities import EntityBuilder, RepositoryView
 from app.config import Settings
 from app.models import CatalogFile, EntitySource, Repository, utcnow
+from app.store import retire
 from app.sync.entity_writer import EntityWriter, WriteOutcome
 
 
@@ -47,7 +48,7 @@ class CatalogApply:
         if raw is None:
             self.counts["files_missing"] += 1
             if record is not None and record.deleted_at is None:
-                record.deleted_at = utcnow()
+                retire(self.session, CatalogFile, ids=[record.id], synchronize=True)
                 self.counts["entities_deleted"] += writer.retire_file_entities(record.id, set())
             return False
         fresh_record = record is None

@@ -1,18 +1,14 @@
 """The sweep after a complete catalog run: entities (and catalog files) of repositories gone
 from Bitbucket leave the catalog, unless that would remove more than `max_delete_share` of
-the workspace's live entities at once."""
+the workspace's live entities at once (the guard in `app.sync.retire`)."""
 
 from __future__ import annotations
 
-import logging
-
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.catalog.changes import retire_entities
-from app.models import CatalogEntity, CatalogFile, Repository, Workspace, utcnow
-
-log = logging.getLogger(__name__)
+from app.models import CatalogEntity, Repository, Workspace
+from app.sync.retire import retire_repository_catalog, sweep
 
 
 def sweep_deleted_repositories(
@@ -22,33 +18,21 @@ def sweep_deleted_repositories(
     gone = select(Repository.id).where(
         Repository.workspace_id == ws.id, Repository.deleted_at.is_not(None)
     )
-    live = (CatalogEntity.workspace == ws.slug, CatalogEntity.deleted_at.is_(None))
-    doomed = (
-        session.scalar(
-            select(func.count())
-            .select_from(CatalogEntity)
-            .where(*live, CatalogEntity.repository_id.in_(gone))
-        )
-        or 0
+    swept = sweep(
+        session,
+        CatalogEntity,
+        live=(CatalogEntity.workspace == ws.slug, CatalogEntity.deleted_at.is_(None)),
+        stale=(CatalogEntity.repository_id.in_(gone),),
+        max_share=max_delete_share,
+        refusal="refused: would remove {removing} of {total} entities, more than {share}",
+        event="entity sweep refused",
+        retire_with=lambda: retire_repository_catalog(
+            session, gone, CatalogEntity.workspace == ws.slug
+        ),
+        workspace=ws.slug,
     )
-    total = session.scalar(select(func.count()).select_from(CatalogEntity).where(*live)) or 0
-    if not doomed:
+    if swept.refusal:
+        return swept.refusal, 0
+    if not swept.removed:
         return "nothing to remove", 0
-    if doomed / total > max_delete_share:
-        log.error(
-            "entity sweep refused",
-            extra={"workspace": ws.slug, "doomed": doomed, "total": total},
-        )
-        return (
-            f"refused: would remove {doomed} of {total} entities, more than {max_delete_share:.0%}"
-        ), 0
-    retire_entities(
-        session, CatalogEntity.workspace == ws.slug, CatalogEntity.repository_id.in_(gone)
-    )
-    session.execute(
-        update(CatalogFile)
-        .where(CatalogFile.repository_id.in_(gone), CatalogFile.deleted_at.is_(None))
-        .values(deleted_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return f"removed {doomed} entities of deleted repositories", doomed
+    return f"removed {swept.removed} entities of deleted repositories", swept.removed
