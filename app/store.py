@@ -1,13 +1,20 @@
-"""Upserts that work the same on PostgreSQL and SQLite (`INSERT … ON CONFLICT DO UPDATE`)."""
+"""Statements that work the same on PostgreSQL and SQLite: upserts (`INSERT … ON CONFLICT DO
+UPDATE`) and the soft-delete every retirement uses (`UPDATE … RETURNING`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import ColumnElement, Table, inspect, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session
+
+from app.models import utcnow
+
+# Ids per retire statement when the rows are named (well under every bind-parameter limit).
+RETIRE_CHUNK = 500
 
 
 def upsert(
@@ -45,3 +52,38 @@ def upsert(
         raise NotImplementedError(f"upsert is not supported on {dialect}")
     session.execute(stmt)
     return len(rows)
+
+
+def retire(
+    session: Session,
+    model: type[DeclarativeBase],
+    *conditions: ColumnElement[bool],
+    ids: Iterable[int] | None = None,
+    column: str = "deleted_at",
+    at: datetime | None = None,
+    synchronize: bool = False,
+) -> list[int]:
+    """The one retire statement: soft-delete the live rows of `model` matching `conditions`
+    (`UPDATE … SET <column> = at WHERE <column> IS NULL AND …`), returning their ids. A row
+    already retired keeps when it went. `ids` restricts it to those rows (sent in chunks, so
+    any number fits the bind-parameter limits). `synchronize` also updates the rows this
+    session holds, for callers that read them afterwards. The caller commits.
+
+    A removal of what Bitbucket stopped listing goes through `app.sync.retire` first, which
+    refuses a mass removal.
+    """
+    key = inspect(model).primary_key[0]
+    stmt = (
+        update(model)
+        .where(getattr(model, column).is_(None), *conditions)
+        .values({column: at or utcnow()})
+        .returning(key)
+        .execution_options(synchronize_session="fetch" if synchronize else False)
+    )
+    if ids is None:
+        return list(session.execute(stmt).scalars())
+    wanted, retired = sorted(set(ids)), list[int]()
+    for start in range(0, len(wanted), RETIRE_CHUNK):
+        chunk = stmt.where(key.in_(wanted[start : start + RETIRE_CHUNK]))
+        retired.extend(session.execute(chunk).scalars())
+    return retired

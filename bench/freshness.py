@@ -69,7 +69,7 @@ from bench.system import (
     wait_until,
 )
 from bitbucket_sim.testing import SimProcess
-from workers.tasks import REFRESH_KEY_PREFIX
+from workers.tasks.refresh import REFRESH_KEY_PREFIX
 
 TARGET_P95_S = 2.0
 WARMUP_PUSHES = 3

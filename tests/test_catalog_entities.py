@@ -7,7 +7,7 @@ import pytest
 from app.catalog.descriptors import DescriptorError, entity_name, parse_descriptor
 from app.catalog.entities import EntityBuilder, RepositoryView
 from app.config import settings_from_env
-from app.sync.discovery import path_matches, search_term
+from app.sync.catalog.search import path_matches, search_term
 
 LIMITS = {"max_bytes": 4096, "max_documents": 3}
 COMPONENT = (

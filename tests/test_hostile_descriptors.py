@@ -16,7 +16,7 @@ from app.bitbucket.errors import BitbucketUnavailable, RetryLater
 from app.db import make_engine, make_session_factory, session_scope
 from app.models import CatalogChange, CatalogEntity, CatalogFile, Repository, Workspace
 from app.runtime import Runtime
-from app.sync.catalog import CatalogSync
+from app.sync.catalog.phase import CatalogSync
 from app.sync.workspace import WorkspaceSync, WorkspaceSyncResult
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import event, select
+from werkzeug.test import TestResponse
 
 from app.bitbucket.accounting import CallLedger
 from app.bitbucket.budget import Priority
+from app.catalog.entities import BuiltEntity, built
 from app.db import session_scope
-from app.models import CatalogEntity, SyncRun
+from app.models import CatalogEntity, EntitySource, SyncRun
 from app.runtime import Runtime
+from app.sync.entity_writer import EntityWriter
 from app.web import create_app
 from tests.conftest import api_client, migrate
 
@@ -225,3 +229,81 @@ def test_catalog_json_answers_304_while_nothing_changed(
         client.get("/catalog/entities?kind=Component", headers={"If-None-Match": etag}).status_code
         == 200
     )
+
+
+def _component(name: str, description: str = "") -> BuiltEntity:
+    return built(
+        {
+            "apiVersion": "backstage.io/v1alpha1",
+            "kind": "Component",
+            "metadata": {"name": name, "description": description},
+            "spec": {"type": "service", "lifecycle": "production", "owner": "group:default/a"},
+        }
+    )
+
+
+def _write(rt: Runtime, **descriptions: str) -> None:
+    with rt.sessions() as session:
+        writer = EntityWriter(session, "acme")
+        for name, description in descriptions.items():
+            writer.write(_component(name, description), EntitySource.GENERATED)
+        session.commit()
+
+
+def _descriptions(response: TestResponse) -> dict[str, str]:
+    if response.mimetype == "application/yaml":
+        bodies = list(yaml.safe_load_all(response.get_data(as_text=True)))
+    else:
+        bodies = response.json["items"]
+    return {b["metadata"]["name"]: b["metadata"]["description"] for b in bodies}
+
+
+def test_catalog_etags_follow_entity_content_and_a_304_loads_no_body(
+    runtime_for: Callable[..., Runtime], migrated_url: str
+) -> None:
+    rt = runtime_for(DATABASE_URL=migrated_url)
+    _write(rt, billing="", ledger="v0")
+    client = client_for(rt)
+    statements: list[str] = []
+
+    @event.listens_for(rt.engine, "before_cursor_execute")
+    def _seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    # The whole catalog, a filtered list, and a page holding only `ledger`.
+    paths = ["/catalog/entities.yaml", "/catalog/entities?kind=Component"]
+    paths.append("/catalog/entities?limit=1&offset=1")
+    for version, path in enumerate(paths, start=1):
+        first = client.get(path)
+        assert first.status_code == 200
+        assert _descriptions(first)["ledger"] == f"v{version - 1}"
+        etag = first.headers["ETag"]
+        _write(rt, ledger=f"v{version - 1}")  # written again, unchanged
+        statements.clear()
+        unchanged = client.get(path, headers={"If-None-Match": etag})
+        assert unchanged.status_code == 304, path
+        assert unchanged.headers["ETag"] == first.headers["ETag"]
+        # The 304 read references and hashes: no statement selected an entity's body.
+        assert statements and not [s for s in statements if "catalog_entities.body" in s]
+        _write(rt, ledger=f"v{version}")
+        changed = client.get(path, headers={"If-None-Match": etag})
+        assert changed.status_code == 200, path
+        assert changed.headers["ETag"] != etag
+        assert _descriptions(changed)["ledger"] == f"v{version}"
+        assert any("catalog_entities.body" in s for s in statements)
+
+
+def test_a_catalog_page_etag_changes_when_a_next_page_appears(
+    runtime_for: Callable[..., Runtime], sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    rt = runtime_for()
+    _write(rt, a="", b="")
+    client = client_for(rt)
+    first = client.get("/catalog/entities?limit=2")
+    assert first.json["next_offset"] is None
+    _write(rt, c="")  # after the page: its items are the same, its next_offset is not
+    etag = first.headers["ETag"]
+    again = client.get("/catalog/entities?limit=2", headers={"If-None-Match": etag})
+    assert again.status_code == 200
+    assert again.json["next_offset"] == 2

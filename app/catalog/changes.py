@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, delete, event, func, insert, inspect, sele
 from sqlalchemy.orm import Session
 
 from app.models import CatalogChange, CatalogEntity, utcnow
+from app.store import retire
 
 _PENDING = "bbsync.catalog_changes"
 # One lock for every writer of the change log (a 64-bit key: any stable number will do).
@@ -61,14 +62,7 @@ def record_written(session: Session, row: CatalogEntity) -> None:
 
 def retire_entities(session: Session, *conditions: ColumnElement[bool]) -> int:
     """Soft-delete the live entities matching `conditions`, logging each; how many went."""
-    stmt = (
-        update(CatalogEntity)
-        .where(CatalogEntity.deleted_at.is_(None), *conditions)
-        .values(deleted_at=utcnow())
-        .returning(CatalogEntity.id)
-        .execution_options(synchronize_session=False)
-    )
-    ids = set(session.execute(stmt).scalars())
+    ids = set(retire(session, CatalogEntity, *conditions))
     _pending(session).ids.update(ids)
     return len(ids)
 

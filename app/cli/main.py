@@ -30,7 +30,7 @@ from app.ops.credentials_age import token_age_notice
 from app.ops.logs import configure_logging
 from app.runtime import Runtime
 from app.sync.activity import ActivityCoverage, ActivityReconcile, activity_coverage
-from app.sync.catalog import CatalogProgress
+from app.sync.catalog.phase import CatalogProgress
 from app.sync.eta import budget_eta_hours, catalog_remaining, describe_eta, listing_remaining
 from app.sync.liveness import RunWatch, SyncBusy, watching
 from app.sync.people import PeopleSync

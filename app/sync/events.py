@@ -18,25 +18,24 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.errors import NotFound
 from app.bitbucket.schemas import RepositorySchema
 from app.bitbucket.webhooks import SCHEMAS
-from app.catalog.changes import retire_entities
 from app.config import Settings
 from app.models import (
-    CatalogEntity,
-    CatalogFile,
     DeliveryStatus,
     Repository,
     WebhookDelivery,
     utcnow,
 )
+from app.store import retire
 from app.sync.activity import store_commit_status, store_pull_request
 from app.sync.repositories import ensure_workspace, store_projects, store_repositories
+from app.sync.retire import retire_repository_catalog
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +210,8 @@ class EventProcessor:
 
     def _retire(self, repo: Repository) -> None:
         now = utcnow()
-        repo.deleted_at = now
-        retire_entities(self.session, CatalogEntity.repository_id == repo.id)
-        self.session.execute(
-            update(CatalogFile)
-            .where(CatalogFile.repository_id == repo.id, CatalogFile.deleted_at.is_(None))
-            .values(deleted_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        retire(self.session, Repository, ids=[repo.id], at=now, synchronize=True)
+        retire_repository_catalog(self.session, [repo.id], at=now)
 
     # -- pushes -----------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -36,8 +37,10 @@ from app.models import (
     WorkspaceMember,
     utcnow,
 )
+from app.store import retire
 from app.sync.entity_writer import EntityWriter, WriteOutcome
 from app.sync.repositories import ensure_workspace
+from app.sync.retire import guard_removal
 from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
@@ -180,16 +183,31 @@ class PeopleSync:
     # -- applying ---------------------------------------------------------------------
 
     def _refuse(self, what: str, removing: int, total: int) -> str | None:
-        if total and removing / total > self.settings.max_delete_share:
-            message = (
-                f"{what} sweep refused: {removing} of {total} would be removed, more "
-                f"than {self.settings.max_delete_share:.0%} at once"
-            )
-            log.error(
-                "people sweep refused", extra={"what": what, "removing": removing, "total": total}
-            )
-            return message
-        return None
+        return guard_removal(
+            removing,
+            total,
+            self.settings.max_delete_share,
+            refusal=what + " sweep refused: {removing} of {total} would be removed, more "
+            "than {share} at once",
+            event="people sweep refused",
+            what=what,
+        )
+
+    def _retire(
+        self,
+        model: type[WorkspaceMember | BitbucketGroup | RepositoryPermission],
+        rows: list[Any],
+        now: datetime,
+    ) -> list[int]:
+        """Mark `rows` (held by this session) removed, in one statement per chunk."""
+        return retire(
+            self.session,
+            model,
+            ids=[r.id for r in rows],
+            column="removed_at",
+            at=now,
+            synchronize=True,
+        )
 
     def _apply_members(self, ws: Workspace, members: list[dict[str, Any]]) -> str | None:
         now = utcnow()
@@ -231,15 +249,14 @@ class PeopleSync:
         self.counts["members"] = len(members)
         if refused:
             return refused
-        for account in live - seen:
-            row = existing[account]
-            row.removed_at = now
-            self.counts["removed_members"] += 1
+        gone = [existing[account] for account in live - seen]
+        self.counts["removed_members"] += len(self._retire(WorkspaceMember, gone, now))
+        for row in gone:
             audit(
                 self.session,
                 ws.slug,
                 "member_removed",
-                account,
+                row.account_id,
                 display_name=row.display_name,
                 first_seen_at=row.first_seen_at.isoformat(),
                 last_seen_at=row.last_seen_at.isoformat(),
@@ -275,8 +292,8 @@ class PeopleSync:
         refused = self._refuse("group", len(gone), len(live))
         if refused:
             return refused
+        self._retire(BitbucketGroup, [existing[slug] for slug in gone], now)
         for slug in sorted(gone):
-            existing[slug].removed_at = now
             audit(self.session, ws.slug, "group_removed", slug)
         return None
 
@@ -314,10 +331,11 @@ class PeopleSync:
         self.counts["permissions"] = len(found)
         if refused:
             return refused
-        for key in live - set(found):
-            row = existing[key]
-            row.removed_at = now
-            self.counts["revoked_permissions"] += 1
+        revoked = [(key, existing[key]) for key in live - set(found)]
+        self.counts["revoked_permissions"] += len(
+            self._retire(RepositoryPermission, [row for _, row in revoked], now)
+        )
+        for key, row in revoked:
             audit(
                 self.session,
                 ws.slug,

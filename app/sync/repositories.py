@@ -16,13 +16,14 @@ from datetime import datetime
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import literal, select, update
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.schemas import REPOSITORY_LIST_FIELDS, RepositorySchema
 from app.models import Project, Repository, SyncRun, Workspace, utcnow
 from app.store import upsert
+from app.sync.retire import sweep
 from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
@@ -124,29 +125,20 @@ class RepositorySync:
 
     def _sweep(self, workspace: Workspace, since: datetime) -> tuple[int, str | None]:
         """Soft-delete live repositories this run did not see; refuse a mass deletion."""
-        live = Repository.workspace_id == workspace.id, Repository.deleted_at.is_(None)
-        total = self.session.scalar(select(func.count()).select_from(Repository).where(*live))
-        stale = select(Repository.id).where(*live, Repository.synced_at < since)
-        missing = len(self.session.scalars(stale).all())
-        if not missing:
-            return 0, None
-        if total and missing / total > self.max_delete_share:
-            message = (
-                f"sweep refused: {missing} of {total} repositories were not listed; "
-                f"more than {self.max_delete_share:.0%} at once looks like a listing problem"
-            )
-            log.error(
-                "repository sweep refused",
-                extra={"workspace": workspace.slug, "missing": missing, "total": total},
-            )
-            return 0, message
-        self.session.execute(
-            update(Repository)
-            .where(Repository.id.in_(stale))
-            .values(deleted_at=utcnow())
-            .execution_options(synchronize_session=False)
+        swept = sweep(
+            self.session,
+            Repository,
+            live=(Repository.workspace_id == workspace.id, Repository.deleted_at.is_(None)),
+            stale=(Repository.synced_at < since,),
+            max_share=self.max_delete_share,
+            refusal=(
+                "sweep refused: {removing} of {total} repositories were not listed; "
+                "more than {share} at once looks like a listing problem"
+            ),
+            event="repository sweep refused",
+            workspace=workspace.slug,
         )
-        return missing, None
+        return swept.removed, swept.refusal
 
 
 def ensure_workspace(

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.bitbucket.client import BitbucketClient
 from app.config import Settings
 from app.models import SyncRun
-from app.sync.catalog import CatalogProgress, CatalogSync
+from app.sync.catalog.phase import CatalogProgress, CatalogSync
 from app.sync.repositories import RepositorySync, SyncProgress
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import yaml
@@ -37,8 +38,11 @@ class EntityQuerySchema(PageQuerySchema):
 _query_schema = EntityQuerySchema()
 
 
-def _live_entities(kind: str | None = None, workspace: str | None = None) -> Select[Any]:
-    stmt = select(CatalogEntity).where(CatalogEntity.deleted_at.is_(None))
+def _live_entities(
+    *columns: Any, kind: str | None = None, workspace: str | None = None
+) -> Select[Any]:
+    """The live entities (or only `columns` of them), filtered, in reference order."""
+    stmt = select(*columns).where(CatalogEntity.deleted_at.is_(None))
     if kind:
         stmt = stmt.where(CatalogEntity.kind.ilike(kind))
     if workspace:
@@ -46,24 +50,35 @@ def _live_entities(kind: str | None = None, workspace: str | None = None) -> Sel
     return stmt.order_by(CatalogEntity.entity_ref)
 
 
+# What an ETag is computed over: an entity's reference and content hash, never its body.
+VERSION = (CatalogEntity.entity_ref, CatalogEntity.content_hash)
+
+
 def _served(entity: CatalogEntity) -> dict[str, Any]:
     return served_body(entity.body, entity.source, entity.workspace)
 
 
-def _etag(entities: list[CatalogEntity], extra: str = "") -> str:
+def _etag(versions: Iterable[tuple[str, str]], extra: str = "") -> str:
+    """Changes whenever a served entity is added, removed or changes content."""
     digest = hashlib.sha256(extra.encode())
-    for entity in entities:
-        digest.update(f"{entity.entity_ref}={entity.content_hash};".encode())
+    for ref, content_hash in versions:
+        digest.update(f"{ref}={content_hash};".encode())
     return digest.hexdigest()[:32]
+
+
+def _versions(entities: Iterable[CatalogEntity]) -> Iterator[tuple[str, str]]:
+    return ((e.entity_ref, e.content_hash) for e in entities)
 
 
 @catalog.get("/entities.yaml")
 def entities_yaml() -> Response:
     with runtime().sessions() as session:
-        entities = list(session.scalars(_live_entities()))
-        etag = _etag(entities)
+        # A client that has the catalog already costs references and hashes, no body.
+        etag = _etag(session.execute(_live_entities(*VERSION)))
         if request.if_none_match.contains(etag):
             return conditional(b"", etag, "application/yaml")
+        entities = list(session.scalars(_live_entities(CatalogEntity)))
+        etag = _etag(_versions(entities))  # of what is served, should it have changed since
         body = yaml.safe_dump_all(
             (_served(e) for e in entities), sort_keys=False, allow_unicode=True
         )
@@ -73,10 +88,20 @@ def entities_yaml() -> Response:
 @catalog.get("/entities")
 def entities_json() -> Any:
     query = load_query(_query_schema)
+    filters = {"kind": query["kind"], "workspace": query["workspace"]}
+    resource = request.query_string.decode()
     with runtime().sessions() as session:
-        stmt = _live_entities(query["kind"], query["workspace"])
-        entities, next_offset = fetch_page(lambda s: session.scalars(s).all(), stmt, query)
-        etag = _etag(entities, extra=request.query_string.decode())
+        # The page's references and hashes first: a 304 never loads an entity body.
+        versions, next_offset = fetch_page(
+            lambda s: session.execute(s).all(), _live_entities(*VERSION, **filters), query
+        )
+        etag = _etag(versions, extra=_page_extra(resource, next_offset))
+        if request.if_none_match.contains(etag):
+            return conditional("", etag, "application/json")
+        entities, next_offset = fetch_page(
+            lambda s: session.scalars(s).all(), _live_entities(CatalogEntity, **filters), query
+        )
+        etag = _etag(_versions(entities), extra=_page_extra(resource, next_offset))
         body = {
             "items": [_served(e) for e in entities],
             "offset": query["offset"],
@@ -84,6 +109,12 @@ def entities_json() -> Any:
             "next_offset": next_offset,
         }
     return conditional(json.dumps(body), etag, "application/json")
+
+
+def _page_extra(resource: str, next_offset: int | None) -> str:
+    """The query (another query is another resource) and, when there is one, the next page's
+    offset, which the body carries too."""
+    return resource if next_offset is None else f"{resource}#next={next_offset}"
 
 
 class ChangeQuerySchema(Schema):

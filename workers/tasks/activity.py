@@ -1,0 +1,46 @@
+"""Activity: pull requests, pipelines and statuses reconciled per workspace, and retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+
+from app.catalog.changes import prune_changes
+from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
+from app.task_names import PRUNE_ACTIVITY, RECONCILE_ACTIVITY, RECONCILE_ALL_ACTIVITY
+from workers.base import BbsyncTask
+
+
+@shared_task(bind=True, base=BbsyncTask, name=RECONCILE_ALL_ACTIVITY)
+def reconcile_all_activity(self: BbsyncTask) -> list[str]:
+    """Beat's entry point: one activity reconciliation per configured workspace."""
+    workspaces = list(self.runtime.settings.workspaces)
+    for workspace in workspaces:
+        self.app.send_task(RECONCILE_ACTIVITY, args=[workspace])
+    return workspaces
+
+
+@shared_task(bind=True, base=BbsyncTask, name=RECONCILE_ACTIVITY)
+def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
+    """Pull requests, pipelines and statuses webhooks may have missed; resumable."""
+    with self.retrying(workspace=workspace), self.unit_of_work() as session:
+        settings = self.runtime.settings
+        run = ActivityReconcile(
+            self.runtime.bitbucket(),
+            session,
+            session.commit,
+            pipelines=settings.reconcile_pipelines,
+            max_calls=activity_calls_left(session, workspace, settings),
+        ).run(workspace)
+        return {"run_id": run.id, "api_calls": run.api_calls, **run.counts}
+
+
+@shared_task(bind=True, base=BbsyncTask, name=PRUNE_ACTIVITY)
+def prune_activity(self: BbsyncTask) -> dict[str, Any]:
+    """Retention: pipelines and statuses older than `BBSYNC_RETENTION_DAYS` go, and catalog
+    changes older than `BBSYNC_CHANGE_RETENTION_DAYS`."""
+    settings = self.runtime.settings
+    with self.unit_of_work() as session:
+        pruned = prune_old_activity(session, settings.retention_days)
+        return {**pruned, **prune_changes(session, settings.change_retention_days)}
