@@ -39,6 +39,9 @@ from app.sync.people import audit
 from app.web import runtime
 from app.web.auth import require_api_token
 from app.web.identity import Refused, groups_of, may_write, member_account, verify_backstage_token
+from app.web.openapi import Reply, documented
+from app.web.paging import load_query
+from app.web.responses import ErrorSchema
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,32 @@ class TriggerSchema(Schema):
     )
 
 
+class PermissionQuerySchema(Schema):
+    user = fields.String(
+        required=True,
+        validate=validate.Regexp(r"\S", error="give an account id, nickname or uuid"),
+        metadata={"description": "Account id, nickname or uuid of a current member"},
+    )
+
+
+class UserPermissionsSchema(Schema):
+    user = fields.String(required=True, metadata={"description": "The member's account id"})
+    groups = fields.List(fields.String(), required=True)
+    items = fields.List(fields.Nested(PermissionSchema), required=True)
+
+
+class RepositoryPermissionsSchema(Schema):
+    items = fields.List(fields.Nested(PermissionSchema), required=True)
+
+
+class TriggeredPipelineSchema(Schema):
+    uuid = fields.String(allow_none=True)
+    build_number = fields.Integer(allow_none=True)
+    state = fields.String(allow_none=True)
+
+
+NOT_KNOWN = Reply(ErrorSchema, "Not known to bbsync")
+NO_DATABASE = Reply(ErrorSchema, "The database did not answer")
 _permissions_schema = PermissionSchema(many=True)
 _trigger_schema = TriggerSchema()
 
@@ -91,15 +120,19 @@ def _live_permissions() -> Any:
 
 
 @access_api.get("/permissions")
+@documented(
+    summary="Repositories a member may access",
+    auth="api",
+    query=PermissionQuerySchema,
+    responses={
+        200: UserPermissionsSchema,
+        404: Reply(ErrorSchema, "No current member"),
+        503: NO_DATABASE,
+    },
+)
 def permissions() -> Any:
     """Repositories a user (account id, nickname or uuid) may access, directly or by group."""
-    who = request.args.get("user", "").strip()
-    if not who:
-        return jsonify(
-            error="invalid_query",
-            message="give ?user=<account id or nickname>",
-            fields={"user": ["Missing data for required field."]},
-        ), 400
+    who = load_query(PermissionQuerySchema())["user"].strip()
     with runtime().sessions() as session:
         member = session.scalars(
             select(WorkspaceMember).where(
@@ -140,6 +173,11 @@ def permissions() -> Any:
 
 
 @access_api.get("/repositories/<workspace>/<slug>/permissions")
+@documented(
+    summary="Who may access a repository",
+    auth="api",
+    responses={200: RepositoryPermissionsSchema, 404: NOT_KNOWN, 503: NO_DATABASE},
+)
 def repository_permissions(workspace: str, slug: str) -> Any:
     """Who may access one repository."""
     with runtime().sessions() as session:
@@ -243,6 +281,23 @@ def _cut(text: str) -> str:
 
 
 @access_api.post("/repositories/<workspace>/<slug>/pipelines")
+@documented(
+    summary="Run a pipeline for a Backstage user",
+    auth="user",
+    body=TriggerSchema,
+    responses={
+        201: Reply(TriggeredPipelineSchema, "Bitbucket started the pipeline"),
+        403: Reply(ErrorSchema, "The user has no write access to the repository"),
+        404: NOT_KNOWN,
+        502: Reply(ErrorSchema, "Bitbucket failed; the pipeline may have started"),
+        503: Reply(
+            ErrorSchema,
+            "The rate budget is spent, the database did not answer, or identity-aware "
+            "actions are not configured",
+        ),
+        504: Reply(ErrorSchema, "Bitbucket did not answer in time; it may have started"),
+    },
+)
 def trigger_pipeline(workspace: str, slug: str) -> Any:
     """Run a pipeline on a branch for a Backstage user with write access."""
     rt = runtime()
