@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
-from app.bitbucket.errors import BitbucketError, BitbucketUnavailable, NoAnswer, RetryLater
+from app.bitbucket.errors import (
+    BitbucketError,
+    BitbucketRequestError,
+    BitbucketUnavailable,
+    CredentialError,
+    NoAnswer,
+    RetryLater,
+)
 from app.bitbucket.schemas import PipelineSchema
 from app.models import Repository, RepositoryPermission, Workspace, WorkspaceMember
 from app.ops.telemetry import record_unauthenticated
@@ -249,6 +256,13 @@ def _start_pipeline(workspace: str, slug: str, payload: dict[str, Any]) -> dict[
         ) from None
     except RetryLater as exc:
         raise Refused(503, "budget", str(exc)) from None
+    except CredentialError as exc:
+        # bbsync's own credential was refused: nothing the user can change.
+        raise Refused(502, "bitbucket_error", str(exc)) from None
+    except BitbucketRequestError as exc:
+        # Bitbucket refused what the user asked for (no such branch, a bad selector): the
+        # caller's to fix, so a 4xx with Bitbucket's reason, not a 502.
+        raise Refused(422, "refused_by_bitbucket", str(exc)) from None
     except BitbucketError as exc:
         raise Refused(502, "bitbucket_error", str(exc)) from None
 
@@ -289,6 +303,7 @@ def _cut(text: str) -> str:
         201: Reply(TriggeredPipelineSchema, "Bitbucket started the pipeline"),
         403: Reply(ErrorSchema, "The user has no write access to the repository"),
         404: NOT_KNOWN,
+        422: Reply(ErrorSchema, "Bitbucket refused the request (e.g. no such branch)"),
         502: Reply(ErrorSchema, "Bitbucket failed; the pipeline may have started"),
         503: Reply(
             ErrorSchema,

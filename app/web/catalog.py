@@ -77,8 +77,8 @@ def _etag(entities: list[CatalogEntity], extra: str = "") -> str:
     auth="catalog",
     responses={
         200: Reply(
-            {"type": "string"},
-            "The entities as YAML documents, one per entity",
+            {"type": "array", "items": {"type": "object"}},
+            "A YAML stream of the entities, one document per entity",
             content_type="application/yaml",
         )
     },
