@@ -65,9 +65,15 @@ class PermissionSchema(Schema):
     permission = fields.String()
 
 
+# A branch name or selector pattern has no control characters (and none can be stored).
+PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not accepted")
+
+
 class TriggerSchema(Schema):
-    branch = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    selector = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    branch = fields.String(required=True, validate=[validate.Length(min=1, max=255), PRINTABLE])
+    selector = fields.String(
+        load_default=None, validate=[validate.Length(min=1, max=255), PRINTABLE]
+    )
     variables = fields.List(
         fields.Dict(keys=fields.String(), values=fields.Raw()),
         load_default=list,

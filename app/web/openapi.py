@@ -101,18 +101,17 @@ def documented(
     tags: tuple[str, ...] = (),
 ) -> Callable[[F], F]:
     """Record the view's OpenAPI operation on it. A response given as a schema (or None for
-        no body) is described by its HTTP status phrase. A query schema adds the 400 that
-        `load_query` answers; the auth mode adds its 401; `etag` (answers of
-    `app.web.responses.conditional`) adds `If-None-Match`, the 200's `ETag` and the 304. The
-    description is the docstring."""
+    no body) is described by its HTTP status phrase. Every operation may answer 400 (invalid
+    input); the auth mode adds its 401; `etag` (answers of `app.web.responses.conditional`)
+    adds `If-None-Match`, the 200's `ETag` and the 304. The description is the docstring."""
 
     def mark(view: F) -> F:
         replies = {
             code: value if isinstance(value, Reply) else Reply(value)
             for code, value in responses.items()
         }
-        if query is not None or body is not None:
-            replies.setdefault(400, Reply(ErrorSchema, "Invalid query or body"))
+        # Any URL may be refused (a NUL character, `create_app`), besides invalid input.
+        replies.setdefault(400, Reply(ErrorSchema, "Invalid path, query, headers or body"))
         for code, reply in AUTH_REPLIES[auth].items():
             replies.setdefault(code, reply)
         if etag:
