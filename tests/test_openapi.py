@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -17,12 +17,15 @@ import schemathesis
 import yaml
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate as validate_openapi
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -52,6 +55,8 @@ CHECKS = [
     response_schema_conformance,
     ignored_auth,
 ]
+# Invalid input must be refused with a 4xx.
+NEGATIVE_CHECKS = [*CHECKS, negative_data_rejection]
 # Per operation and run: small, so the whole run stays within a minute on 2 shared cores.
 MAX_EXAMPLES = 8
 
@@ -192,6 +197,51 @@ def _pinned(world: World, path: str) -> dict[str, str] | None:
     return None
 
 
+@dataclass
+class Run:
+    failures: dict[str, str] = field(default_factory=dict)  # the first per operation
+    calls: dict[str, set[int]] = field(default_factory=dict)  # statuses seen per operation
+
+
+def _exercise(
+    op: Any, strategy: Any, headers: dict[str, str], run: Run, checks: list[Any] = CHECKS
+) -> None:
+    """`MAX_EXAMPLES` generated requests to one operation, each answer checked; failures are
+    collected (not raised, so hypothesis spends no time shrinking them)."""
+    label = f"{op.method.upper()} {op.path}"
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def check(case: Any) -> None:
+        kwargs: dict[str, Any] = {"headers": dict(headers)}
+        if op.path == "/webhooks/bitbucket" and not isinstance(case.body, bytes):
+            # Signed as Bitbucket signs: an HMAC of the very bytes sent.
+            raw = json.dumps(case.body).encode()
+            digest = hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+            kwargs["headers"]["X-Hub-Signature"] = f"sha256={digest}"
+            kwargs["data"] = raw
+        try:
+            response = case.call(**kwargs)
+        except Exception as exc:  # the WSGI transport raises what the app raised (a 500)
+            run.failures.setdefault(label, f"{type(exc).__name__}: {exc}")
+            return
+        run.calls.setdefault(label, set()).add(response.status_code)
+        try:
+            case.validate_response(response, checks=checks, headers=kwargs["headers"])
+        except (AssertionError, FailureGroup) as exc:
+            run.failures.setdefault(label, str(exc)[:2000])
+
+    try:
+        check()
+    except Unsatisfiable:
+        assert checks is NEGATIVE_CHECKS  # nothing to make invalid (no parameters, no body)
+
+
 def test_schemathesis_finds_no_5xx_and_every_answer_matches_its_schema(
     world: World, yaml_streams: None
 ) -> None:
@@ -203,8 +253,7 @@ def test_schemathesis_finds_no_5xx_and_every_answer_matches_its_schema(
     assert {(op.path, op.method.lower()) for op in operations} == documented(
         app.test_client().get("/api/openapi.json").json
     ) - {("/api/openapi.json", "get")}
-    failures: dict[str, str] = {}
-    calls: dict[str, set[int]] = {}
+    run, negative_run = Run(), Run()
 
     def bearer(security: list[dict[str, Any]]) -> dict[str, str]:
         names = {name for requirement in security for name in requirement}
@@ -215,45 +264,20 @@ def test_schemathesis_finds_no_5xx_and_every_answer_matches_its_schema(
         return {}
 
     for op in operations:
-        definition = op.definition.raw
-        headers = bearer(definition.get("security", []))
-        label = f"{op.method.upper()} {op.path}"
-        runs = [op.as_strategy()]
+        headers = bearer(op.definition.raw.get("security", []))
         pinned = _pinned(world, op.path)
-        if pinned is not None:
-            runs.append(op.as_strategy(path_parameters=pinned))
-
-        for strategy in runs:
-
-            @settings(
-                max_examples=MAX_EXAMPLES,
-                deadline=None,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=strategy)
-            def check(case: Any) -> None:
-                kwargs: dict[str, Any] = {"headers": dict(headers)}
-                if op.path == "/webhooks/bitbucket":
-                    # Signed as Bitbucket signs: an HMAC of the very bytes sent.
-                    raw = json.dumps(case.body).encode()
-                    digest = hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()
-                    kwargs["headers"]["X-Hub-Signature"] = f"sha256={digest}"
-                    kwargs["data"] = raw
-                try:
-                    response = case.call(**kwargs)
-                except Exception as exc:  # a server exception is raised by the WSGI transport
-                    failures.setdefault(label, f"{type(exc).__name__}: {exc}")
-                    return
-                calls.setdefault(label, set()).add(response.status_code)
-                try:
-                    case.validate_response(response, checks=CHECKS, headers=kwargs["headers"])
-                except (AssertionError, FailureGroup) as exc:  # one per operation kept
-                    failures.setdefault(label, str(exc)[:2000])
-
-            check()
+        for path_parameters in [None] if pinned is None else [None, pinned]:
+            _exercise(op, op.as_strategy(path_parameters=path_parameters), headers, run)
+        # Invalid input (wrong types, out of range, missing headers): a 4xx, never a 5xx.
+        negative = op.as_strategy(GenerationMode.NEGATIVE, path_parameters=pinned)
+        _exercise(op, negative, headers, negative_run, NEGATIVE_CHECKS)
+    failures = {
+        **run.failures,
+        **{f"{k} (invalid input)": v for k, v in negative_run.failures.items()},
+    }
     assert failures == {}, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
     # Every operation was called, and the pinned runs reached real answers.
+    calls = run.calls
     assert set(calls) == {f"{op.method.upper()} {op.path}" for op in operations}
     for label in (
         "GET /api/repositories/{workspace}/{slug}/pullrequests",
