@@ -118,6 +118,7 @@ class World:
     slug: str
     branch: str
     writer_token: str
+    writer_account: str
     entity: dict[str, str]
 
 
@@ -168,6 +169,7 @@ def world(
                 slug=repo.slug,
                 branch=repo.default_branch or "main",
                 writer_token=user_token(key, ref),
+                writer_account=writer.account_id,
                 entity={"kind": kind, "namespace": namespace, "name": name},
             )
 
@@ -188,13 +190,21 @@ def yaml_streams() -> Iterator[None]:
     deserialization._DESERIALIZERS.update(before)
 
 
-def _pinned(world: World, path: str) -> dict[str, str] | None:
-    """Path parameters naming what the simulator and the sync made, so 200s are checked too."""
-    if "{workspace}" in path:
-        return {"workspace": "acme", "slug": world.slug}
-    if "{kind}" in path:
-        return world.entity
-    return None
+def _pinned(world: World, op: Any) -> dict[str, Any] | None:
+    """Parameters naming what the simulator and the sync made (a repository, an entity, a
+    member, a branch), so that successful answers are checked too."""
+    pinned: dict[str, Any] = {}
+    if "{workspace}" in op.path:
+        pinned["path_parameters"] = {"workspace": "acme", "slug": world.slug}
+    if "{kind}" in op.path:
+        pinned["path_parameters"] = world.entity
+    if op.path == "/api/permissions":
+        pinned["query"] = {"user": world.writer_account}
+    if op.path == "/catalog/changes":
+        pinned["query"] = {"since": "0"}
+    if op.method.upper() == "POST" and op.path.endswith("/pipelines"):
+        pinned["body"] = {"branch": world.branch}
+    return pinned or None
 
 
 @dataclass
@@ -265,11 +275,12 @@ def test_schemathesis_finds_no_5xx_and_every_answer_matches_its_schema(
 
     for op in operations:
         headers = bearer(op.definition.raw.get("security", []))
-        pinned = _pinned(world, op.path)
-        for path_parameters in [None] if pinned is None else [None, pinned]:
-            _exercise(op, op.as_strategy(path_parameters=path_parameters), headers, run)
+        pinned = _pinned(world, op)
+        for fixed in [{}] if pinned is None else [{}, pinned]:
+            _exercise(op, op.as_strategy(**fixed), headers, run)
         # Invalid input (wrong types, out of range, missing headers): a 4xx, never a 5xx.
-        negative = op.as_strategy(GenerationMode.NEGATIVE, path_parameters=pinned)
+        path_parameters = (pinned or {}).get("path_parameters")
+        negative = op.as_strategy(GenerationMode.NEGATIVE, path_parameters=path_parameters)
         _exercise(op, negative, headers, negative_run, NEGATIVE_CHECKS)
     failures = {
         **run.failures,
@@ -284,6 +295,9 @@ def test_schemathesis_finds_no_5xx_and_every_answer_matches_its_schema(
         "GET /api/repositories/{workspace}/{slug}/health",
         "GET /api/entities/{kind}/{namespace}/{name}/health",
         "GET /catalog/entities",
+        "GET /api/permissions",
+        "GET /catalog/changes",
         "POST /webhooks/bitbucket",
+        "POST /api/repositories/{workspace}/{slug}/pipelines",
     ):
-        assert calls[label] & {200, 202}, (label, calls[label])
+        assert calls[label] & {200, 201, 202}, (label, calls[label])
