@@ -301,3 +301,31 @@ def test_schemathesis_finds_no_5xx_and_every_answer_matches_its_schema(
         "POST /api/repositories/{workspace}/{slug}/pipelines",
     ):
         assert calls[label] & {200, 201, 202}, (label, calls[label])
+
+
+def test_what_schemathesis_found_is_a_4xx_or_served(world: World) -> None:
+    """Each of these was a 5xx (mostly on PostgreSQL) before."""
+    client = create_app(runtime=world.rt).test_client()
+    api = {"Authorization": f"Bearer {API_TOKEN}"}
+    # An offset past what the database holds.
+    huge = client.get(f"/api/deliveries?offset={2**63}", headers=api)
+    assert huge.status_code == 400 and "offset" in huge.json["fields"]
+    # A NUL character in a path parameter or a filter.
+    for url in (
+        f"/api/repositories/acme/{world.slug}/pipelines?result=a%00b",
+        "/api/deliveries?event=a%00b",
+        "/api/repositories/ac%00me/x/health",
+    ):
+        answer = client.get(url, headers=api)
+        assert answer.status_code == 400 and answer.json["error"] == "invalid_request", url
+    # A feed cursor naming an entity id past the integer range: nothing is left after it.
+    page = client.get("/catalog/changes?since=s0.999999999999999999", headers=api)
+    assert page.status_code == 200 and page.json["added"] == [], page.json
+    # A branch with control characters, and a branch Bitbucket does not have.
+    user = {"Authorization": f"Bearer {world.writer_token}"}
+    path = f"/api/repositories/acme/{world.slug}/pipelines"
+    nul = client.post(path, json={"branch": "ma\x00in"}, headers=user)
+    assert nul.status_code == 400 and nul.json["error"] == "invalid_body"
+    missing = client.post(path, json={"branch": "no-such-branch"}, headers=user)
+    assert missing.status_code == 422 and missing.json["error"] == "refused_by_bitbucket"
+    assert "no-such-branch" in missing.json["message"]
