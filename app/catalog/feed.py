@@ -84,7 +84,13 @@ def read_changes(session: Session, text: str, limit: int) -> FeedPage:
     return _deltas(session, cursor.after, limit)
 
 
+# The largest id an integer primary key holds (PostgreSQL `integer`); a cursor may name more
+# (18 digits), which the database would refuse as out of range: past it there is nothing.
+MAX_ENTITY_ID = 2**31 - 1
+
+
 def _snapshot(session: Session, horizon: int, after_id: int, limit: int) -> FeedPage:
+    after_id = min(after_id, MAX_ENTITY_ID)
     rows = list(
         session.scalars(
             select(CatalogEntity)

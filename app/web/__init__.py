@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.config import Settings, SettingsError, load_settings
@@ -64,6 +64,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(status_page)
     app.register_blueprint(catalog)
     app.register_blueprint(webhooks)
+
+    @app.before_request
+    def _refuse_nul() -> Any:
+        # No text column takes NUL (PostgreSQL refuses it: a 500); no name or filter has one.
+        if "\x00" in request.path or any(
+            "\x00" in key or "\x00" in value for key, value in request.args.items(multi=True)
+        ):
+            response = jsonify(
+                error="invalid_request", message="NUL characters are not accepted in the URL"
+            )
+            response.status_code = 400
+            return response
+        return None
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -12,7 +12,9 @@ from sqlalchemy import or_, select
 from app.models import CatalogFile, DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.web import runtime
 from app.web.auth import require_api_token
-from app.web.paging import PageQuerySchema, fetch_page, load_query
+from app.web.openapi import Reply, documented
+from app.web.paging import PageQuerySchema, fetch_page, load_query, page_schema
+from app.web.responses import ErrorSchema
 
 api = Blueprint("api", __name__, url_prefix="/api")
 api.before_request(require_api_token)
@@ -56,11 +58,18 @@ class CatalogFileQuerySchema(PageQuerySchema):
     errors = fields.Boolean(load_default=False)
 
 
+CatalogFilePageSchema = page_schema(CatalogFileSchema, "CatalogFilePage")
 _file_schema = CatalogFileSchema(many=True)
 _file_query_schema = CatalogFileQuerySchema()
 
 
 @api.get("/catalog-files")
+@documented(
+    summary="Catalog descriptor files",
+    auth="api",
+    query=CatalogFileQuerySchema,
+    responses={200: CatalogFilePageSchema},
+)
 def catalog_files() -> Any:
     """Descriptor files bbsync reads, with parse errors and entity conflicts."""
     query = load_query(_file_query_schema)
@@ -95,7 +104,13 @@ def catalog_files() -> Any:
 
 
 @api.get("/budget")
+@documented(
+    summary="The shared Bitbucket rate budget",
+    auth="api",
+    responses={200: BudgetSchema, 503: Reply(ErrorSchema, "Redis did not answer")},
+)
 def budget() -> Any:
+    """The API window of the credential's budget at the top level, and every resource's."""
     rt = runtime()
     try:
         resources = {b.resource.value: b.snapshot().as_dict() for b in rt.budgets}
@@ -128,11 +143,18 @@ class DeliveryQuerySchema(PageQuerySchema):
     repository = fields.String(load_default=None)
 
 
+DeliveryPageSchema = page_schema(DeliverySchema, "DeliveryPage")
 _delivery_schema = DeliverySchema(many=True)
 _delivery_query_schema = DeliveryQuerySchema()
 
 
 @api.get("/deliveries")
+@documented(
+    summary="Webhook deliveries",
+    auth="api",
+    query=DeliveryQuerySchema,
+    responses={200: DeliveryPageSchema},
+)
 def deliveries() -> Any:
     """Recent webhook deliveries, newest first: what arrived and what failed."""
     query = load_query(_delivery_query_schema)

@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
-from app.bitbucket.errors import BitbucketError, BitbucketUnavailable, NoAnswer, RetryLater
+from app.bitbucket.errors import (
+    BitbucketError,
+    BitbucketRequestError,
+    BitbucketUnavailable,
+    CredentialError,
+    NoAnswer,
+    RetryLater,
+)
 from app.bitbucket.schemas import PipelineSchema
 from app.models import Repository, RepositoryPermission, Workspace, WorkspaceMember
 from app.ops.telemetry import record_unauthenticated
@@ -39,6 +46,9 @@ from app.sync.people import audit
 from app.web import runtime
 from app.web.auth import require_api_token
 from app.web.identity import Refused, groups_of, may_write, member_account, verify_backstage_token
+from app.web.openapi import Reply, documented
+from app.web.paging import load_query
+from app.web.responses import ErrorSchema
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +65,15 @@ class PermissionSchema(Schema):
     permission = fields.String()
 
 
+# A branch name or selector pattern has no control characters (and none can be stored).
+PRINTABLE = validate.Regexp(r"^[^\x00-\x1f\x7f]*$", error="control characters are not accepted")
+
+
 class TriggerSchema(Schema):
-    branch = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    selector = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    branch = fields.String(required=True, validate=[validate.Length(min=1, max=255), PRINTABLE])
+    selector = fields.String(
+        load_default=None, validate=[validate.Length(min=1, max=255), PRINTABLE]
+    )
     variables = fields.List(
         fields.Dict(keys=fields.String(), values=fields.Raw()),
         load_default=list,
@@ -65,6 +81,32 @@ class TriggerSchema(Schema):
     )
 
 
+class PermissionQuerySchema(Schema):
+    user = fields.String(
+        required=True,
+        validate=validate.Regexp(r"\S", error="give an account id, nickname or uuid"),
+        metadata={"description": "Account id, nickname or uuid of a current member"},
+    )
+
+
+class UserPermissionsSchema(Schema):
+    user = fields.String(required=True, metadata={"description": "The member's account id"})
+    groups = fields.List(fields.String(), required=True)
+    items = fields.List(fields.Nested(PermissionSchema), required=True)
+
+
+class RepositoryPermissionsSchema(Schema):
+    items = fields.List(fields.Nested(PermissionSchema), required=True)
+
+
+class TriggeredPipelineSchema(Schema):
+    uuid = fields.String(allow_none=True)
+    build_number = fields.Integer(allow_none=True)
+    state = fields.String(allow_none=True)
+
+
+NOT_KNOWN = Reply(ErrorSchema, "Not known to bbsync")
+NO_DATABASE = Reply(ErrorSchema, "The database did not answer")
 _permissions_schema = PermissionSchema(many=True)
 _trigger_schema = TriggerSchema()
 
@@ -91,15 +133,19 @@ def _live_permissions() -> Any:
 
 
 @access_api.get("/permissions")
+@documented(
+    summary="Repositories a member may access",
+    auth="api",
+    query=PermissionQuerySchema,
+    responses={
+        200: UserPermissionsSchema,
+        404: Reply(ErrorSchema, "No current member"),
+        503: NO_DATABASE,
+    },
+)
 def permissions() -> Any:
     """Repositories a user (account id, nickname or uuid) may access, directly or by group."""
-    who = request.args.get("user", "").strip()
-    if not who:
-        return jsonify(
-            error="invalid_query",
-            message="give ?user=<account id or nickname>",
-            fields={"user": ["Missing data for required field."]},
-        ), 400
+    who = load_query(PermissionQuerySchema())["user"].strip()
     with runtime().sessions() as session:
         member = session.scalars(
             select(WorkspaceMember).where(
@@ -140,6 +186,11 @@ def permissions() -> Any:
 
 
 @access_api.get("/repositories/<workspace>/<slug>/permissions")
+@documented(
+    summary="Who may access a repository",
+    auth="api",
+    responses={200: RepositoryPermissionsSchema, 404: NOT_KNOWN, 503: NO_DATABASE},
+)
 def repository_permissions(workspace: str, slug: str) -> Any:
     """Who may access one repository."""
     with runtime().sessions() as session:
@@ -211,6 +262,13 @@ def _start_pipeline(workspace: str, slug: str, payload: dict[str, Any]) -> dict[
         ) from None
     except RetryLater as exc:
         raise Refused(503, "budget", str(exc)) from None
+    except CredentialError as exc:
+        # bbsync's own credential was refused: nothing the user can change.
+        raise Refused(502, "bitbucket_error", str(exc)) from None
+    except BitbucketRequestError as exc:
+        # Bitbucket refused what the user asked for (no such branch, a bad selector): the
+        # caller's to fix, so a 4xx with Bitbucket's reason, not a 502.
+        raise Refused(422, "refused_by_bitbucket", str(exc)) from None
     except BitbucketError as exc:
         raise Refused(502, "bitbucket_error", str(exc)) from None
 
@@ -243,6 +301,24 @@ def _cut(text: str) -> str:
 
 
 @access_api.post("/repositories/<workspace>/<slug>/pipelines")
+@documented(
+    summary="Run a pipeline for a Backstage user",
+    auth="user",
+    body=TriggerSchema,
+    responses={
+        201: Reply(TriggeredPipelineSchema, "Bitbucket started the pipeline"),
+        403: Reply(ErrorSchema, "The user has no write access to the repository"),
+        404: NOT_KNOWN,
+        422: Reply(ErrorSchema, "Bitbucket refused the request (e.g. no such branch)"),
+        502: Reply(ErrorSchema, "Bitbucket failed; the pipeline may have started"),
+        503: Reply(
+            ErrorSchema,
+            "The rate budget is spent, the database did not answer, or identity-aware "
+            "actions are not configured",
+        ),
+        504: Reply(ErrorSchema, "Bitbucket did not answer in time; it may have started"),
+    },
+)
 def trigger_pipeline(workspace: str, slug: str) -> Any:
     """Run a pipeline on a branch for a Backstage user with write access."""
     rt = runtime()

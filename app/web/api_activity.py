@@ -1,8 +1,7 @@
 """The JSON API for Backstage plugins: a repository's pull requests, pipelines, statuses and
 health, by repository or by catalog entity. Read from rows; Bitbucket is never called here.
 
-Each view's docstring ends with its OpenAPI operation (YAML after `---`), which
-`app.web.openapi` turns into `/api/openapi.json` with the schemas below.
+Each view declares its OpenAPI operation (`app.web.openapi.documented`) from the schemas below.
 """
 
 from __future__ import annotations
@@ -18,19 +17,15 @@ from app.models import CatalogEntity, CommitStatus, Pipeline, PullRequest, Repos
 from app.repository_health import repository_health
 from app.web import runtime
 from app.web.auth import require_api_token
-from app.web.paging import PageQuerySchema, fetch_page, load_query
-from app.web.responses import json_with_etag
+from app.web.openapi import Reply, documented
+from app.web.paging import PageQuerySchema, fetch_page, load_query, page_schema
+from app.web.responses import ErrorSchema, json_with_etag
 
 activity_api = Blueprint("activity_api", __name__, url_prefix="/api")
 activity_api.before_request(require_api_token)
 
 PR_STATES = ["OPEN", "MERGED", "DECLINED", "SUPERSEDED"]
-
-
-class ErrorSchema(Schema):
-    error = fields.String(required=True)
-    message = fields.String()
-    fields_ = fields.Dict(data_key="fields")
+NOT_KNOWN = Reply(ErrorSchema, "Not known to bbsync")
 
 
 class RepositoryOutSchema(Schema):
@@ -126,16 +121,9 @@ class EntityHealthSchema(HealthSchema):
     entity_ref = fields.String()
 
 
-def _page_schema(item: type[Schema], name: str) -> type[Schema]:
-    return Schema.from_dict(
-        {"items": fields.List(fields.Nested(item)), "next_offset": fields.Integer(allow_none=True)},
-        name=name,
-    )
-
-
-PullRequestPageSchema = _page_schema(PullRequestOutSchema, "PullRequestPage")
-PipelinePageSchema = _page_schema(PipelineOutSchema, "PipelinePage")
-StatusPageSchema = _page_schema(StatusOutSchema, "StatusPage")
+PullRequestPageSchema = page_schema(PullRequestOutSchema, "PullRequestPage")
+PipelinePageSchema = page_schema(PipelineOutSchema, "PipelinePage")
+StatusPageSchema = page_schema(StatusOutSchema, "StatusPage")
 
 
 class PullRequestQuerySchema(PageQuerySchema):
@@ -172,20 +160,14 @@ def _repository(session: Session, workspace: str, slug: str) -> Repository:
 
 
 @activity_api.get("/repositories/<workspace>/<slug>")
+@documented(
+    summary="One repository",
+    auth="api",
+    responses={200: RepositoryOutSchema, 404: NOT_KNOWN},
+    etag=True,
+)
 def repository(workspace: str, slug: str) -> Any:
-    """A repository as bbsync mirrors it.
-    ---
-    get:
-      summary: One repository
-      security: [{bearer: []}]
-      parameters:
-      - {in: path, name: workspace, required: true, schema: {type: string}}
-      - {in: path, name: slug, required: true, schema: {type: string}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: RepositoryOutSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
-    """
+    """A repository as bbsync mirrors it."""
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
         project = repo.project
@@ -198,28 +180,15 @@ def repository(workspace: str, slug: str) -> Any:
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/pullrequests")
+@documented(
+    summary="Pull requests of a repository",
+    auth="api",
+    query=PullRequestQuerySchema,
+    responses={200: PullRequestPageSchema, 404: NOT_KNOWN},
+    etag=True,
+)
 def pull_requests(workspace: str, slug: str) -> Any:
-    """Pull requests, newest update first.
-    ---
-    get:
-      summary: Pull requests of a repository
-      security: [{bearer: []}]
-      parameters:
-      - {in: path, name: workspace, required: true, schema: {type: string}}
-      - {in: path, name: slug, required: true, schema: {type: string}}
-      - in: query
-        name: state
-        schema: {type: array, items: {type: string, enum: [OPEN, MERGED, DECLINED, SUPERSEDED]}}
-        style: form
-        explode: true
-      - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
-      - {in: query, name: offset, schema: {type: integer, minimum: 0}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: PullRequestPage}}}
-        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
-    """
+    """Pull requests, newest update first."""
     query = load_query(PullRequestQuerySchema())
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
@@ -234,25 +203,15 @@ def pull_requests(workspace: str, slug: str) -> Any:
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/pipelines")
+@documented(
+    summary="Pipelines of a repository",
+    auth="api",
+    query=PipelineQuerySchema,
+    responses={200: PipelinePageSchema, 404: NOT_KNOWN},
+    etag=True,
+)
 def pipelines(workspace: str, slug: str) -> Any:
-    """Pipelines, newest first.
-    ---
-    get:
-      summary: Pipelines of a repository
-      security: [{bearer: []}]
-      parameters:
-      - {in: path, name: workspace, required: true, schema: {type: string}}
-      - {in: path, name: slug, required: true, schema: {type: string}}
-      - {in: query, name: result, schema: {type: string}}
-      - {in: query, name: ref, schema: {type: string}}
-      - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
-      - {in: query, name: offset, schema: {type: integer, minimum: 0}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: PipelinePage}}}
-        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
-    """
+    """Pipelines, newest first."""
     query = load_query(PipelineQuerySchema())
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
@@ -269,25 +228,15 @@ def pipelines(workspace: str, slug: str) -> Any:
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/statuses")
+@documented(
+    summary="Commit statuses of a repository",
+    auth="api",
+    query=StatusQuerySchema,
+    responses={200: StatusPageSchema, 404: NOT_KNOWN},
+    etag=True,
+)
 def statuses(workspace: str, slug: str) -> Any:
-    """Build statuses, newest first.
-    ---
-    get:
-      summary: Commit statuses of a repository
-      security: [{bearer: []}]
-      parameters:
-      - {in: path, name: workspace, required: true, schema: {type: string}}
-      - {in: path, name: slug, required: true, schema: {type: string}}
-      - {in: query, name: commit, schema: {type: string, pattern: "^[0-9a-f]{7,40}$"}}
-      - {in: query, name: key, schema: {type: string}}
-      - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
-      - {in: query, name: offset, schema: {type: integer, minimum: 0}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: StatusPage}}}
-        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
-    """
+    """Build statuses, newest first."""
     query = load_query(StatusQuerySchema())
     with runtime().sessions() as session:
         repo = _repository(session, workspace, slug)
@@ -304,20 +253,14 @@ def statuses(workspace: str, slug: str) -> Any:
 
 
 @activity_api.get("/repositories/<workspace>/<slug>/health")
+@documented(
+    summary="Health of a repository",
+    auth="api",
+    responses={200: HealthSchema, 404: NOT_KNOWN},
+    etag=True,
+)
 def health(workspace: str, slug: str) -> Any:
-    """The repository's health summary.
-    ---
-    get:
-      summary: Health of a repository
-      security: [{bearer: []}]
-      parameters:
-      - {in: path, name: workspace, required: true, schema: {type: string}}
-      - {in: path, name: slug, required: true, schema: {type: string}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: HealthSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
-    """
+    """The repository's health summary."""
     rt = runtime()
     with rt.sessions() as session:
         repo = _repository(session, workspace, slug)
@@ -326,21 +269,14 @@ def health(workspace: str, slug: str) -> Any:
 
 
 @activity_api.get("/entities/<kind>/<namespace>/<name>/health")
+@documented(
+    summary="Health of a catalog entity's repository",
+    auth="api",
+    responses={200: EntityHealthSchema, 404: NOT_KNOWN},
+    etag=True,
+)
 def entity_health(kind: str, namespace: str, name: str) -> Any:
-    """The health of the repository behind a catalog entity (through its annotations).
-    ---
-    get:
-      summary: Health of a catalog entity's repository
-      security: [{bearer: []}]
-      parameters:
-      - {in: path, name: kind, required: true, schema: {type: string}}
-      - {in: path, name: namespace, required: true, schema: {type: string}}
-      - {in: path, name: name, required: true, schema: {type: string}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: EntityHealthSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        404: {description: Not known to bbsync, content: {application/json: {schema: ErrorSchema}}}
-    """
+    """The health of the repository behind a catalog entity (through its annotations)."""
     rt = runtime()
     ref = f"{kind}:{namespace}/{name}".lower()
     with rt.sessions() as session:

@@ -21,8 +21,9 @@ from app.catalog.feed import CURSOR_PATTERN, CursorGone, read_changes
 from app.models import CatalogEntity
 from app.web import runtime
 from app.web.auth import require_catalog_token
+from app.web.openapi import Reply, documented
 from app.web.paging import PageQuerySchema, fetch_page, load_query
-from app.web.responses import conditional
+from app.web.responses import ErrorSchema, conditional
 
 catalog = Blueprint("catalog", __name__, url_prefix="/catalog")
 # On the blueprint, so every route under /catalog (present and future) is behind the lock.
@@ -33,6 +34,19 @@ class EntityQuerySchema(PageQuerySchema):
     kind = fields.String(load_default=None)
     workspace = fields.String(load_default=None)
     limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=5000))
+
+
+class EntityPageSchema(Schema):
+    items = fields.List(
+        fields.Dict(), required=True, metadata={"description": "Backstage entities"}
+    )
+    offset = fields.Integer(required=True)
+    limit = fields.Integer(required=True)
+    next_offset = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The offset of the next page; null on the last one"},
+    )
 
 
 _query_schema = EntityQuerySchema()
@@ -71,7 +85,20 @@ def _versions(entities: Iterable[CatalogEntity]) -> Iterator[tuple[str, str]]:
 
 
 @catalog.get("/entities.yaml")
+@documented(
+    summary="Every entity, as a Backstage url location",
+    auth="catalog",
+    responses={
+        200: Reply(
+            {"type": "array", "items": {"type": "object"}},
+            "A YAML stream of the entities, one document per entity",
+            content_type="application/yaml",
+        )
+    },
+    etag=True,
+)
 def entities_yaml() -> Response:
+    """Every live entity as multi-document YAML, for a Backstage `url` location."""
     with runtime().sessions() as session:
         # A client that has the catalog already costs references and hashes, no body.
         etag = _etag(session.execute(_live_entities(*VERSION)))
@@ -86,7 +113,15 @@ def entities_yaml() -> Response:
 
 
 @catalog.get("/entities")
+@documented(
+    summary="Entities as JSON, a page at a time",
+    auth="catalog",
+    query=EntityQuerySchema,
+    responses={200: EntityPageSchema},
+    etag=True,
+)
 def entities_json() -> Any:
+    """Live entities ordered by entity ref, filtered by kind or workspace."""
     query = load_query(_query_schema)
     filters = {"kind": query["kind"], "workspace": query["workspace"]}
     resource = request.query_string.decode()
@@ -108,7 +143,7 @@ def entities_json() -> Any:
             "limit": query["limit"],
             "next_offset": next_offset,
         }
-    return conditional(json.dumps(body), etag, "application/json")
+    return conditional(json.dumps(EntityPageSchema().dump(body)), etag, "application/json")
 
 
 def _page_extra(resource: str, next_offset: int | None) -> str:
@@ -135,26 +170,24 @@ class ChangePageSchema(Schema):
 
 
 @catalog.get("/changes")
+@documented(
+    summary="Catalog change feed (delta mutations for a Backstage entity provider)",
+    auth="catalog",
+    query=ChangeQuerySchema,
+    responses={
+        200: ChangePageSchema,
+        410: Reply(
+            ErrorSchema,
+            "The cursor is older than the change log keeps; start again at since=0",
+        ),
+    },
+)
 def changes() -> Any:
     """Entities written and removed after a cursor, in change order.
-    ---
-    get:
-      summary: Catalog change feed (delta mutations for a Backstage entity provider)
-      description: >-
-        since=0 pages through the live entities; then pass each answer's cursor back.
-        Every change after the cursor comes in order of a change number that follows
-        commit order. An entity changed several times comes in its latest state.
-      security: [{bearer: []}]
-      parameters:
-      - {in: query, name: since, required: true, schema: {type: string}}
-      - {in: query, name: limit, schema: {type: integer, minimum: 1, maximum: 1000}}
-      responses:
-        200: {description: OK, content: {application/json: {schema: ChangePage}}}
-        400: {description: Invalid query, content: {application/json: {schema: ErrorSchema}}}
-        401: {description: No valid token, content: {application/json: {schema: ErrorSchema}}}
-        410:
-          description: The cursor is older than the change log keeps; start again at since=0
-          content: {application/json: {schema: ErrorSchema}}
+
+    since=0 pages through the live entities; then pass each answer's cursor back. Every change
+    after the cursor comes in order of a change number that follows commit order. An entity
+    changed several times comes in its latest state.
     """
     query = load_query(ChangeQuerySchema())
     with runtime().sessions() as session:

@@ -12,11 +12,30 @@ from sqlalchemy import Select
 T = TypeVar("T")
 
 
+MAX_OFFSET = 2**31 - 1
+
+
 class PageQuerySchema(Schema):
     """Base of each list endpoint's query schema; subclasses add filters."""
 
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # Bounded so the database can hold it (an unbounded offset was a 500 on SQLite).
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET))
+
+
+def page_schema(item: type[Schema], name: str) -> type[Schema]:
+    """The answer of a list endpoint: `{items: [item], next_offset}`."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item), required=True),
+            "next_offset": fields.Integer(
+                required=True,
+                allow_none=True,
+                metadata={"description": "The offset of the next page; null on the last one"},
+            ),
+        },
+        name=name,
+    )
 
 
 def fetch_page(

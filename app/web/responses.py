@@ -1,4 +1,5 @@
-"""JSON answers with an ETag over their content, and 304 when the client already has it."""
+"""The schema of every error answer; JSON answers with an ETag over their content, and 304
+when the client already has it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,16 @@ import json
 from typing import Any
 
 from flask import Response, request
+from marshmallow import Schema, fields
+
+
+class ErrorSchema(Schema):
+    """Every error answer: a fixed `error` label, a message for people, and for invalid input
+    the messages by field."""
+
+    error = fields.String(required=True)
+    message = fields.String(required=True)
+    fields_ = fields.Dict(data_key="fields")
 
 
 def conditional(body: str | bytes, etag: str, mimetype: str) -> Response:

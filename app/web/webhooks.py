@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import ValidationError
+from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.webhooks import (
@@ -41,6 +41,8 @@ from app.outbox import (
 from app.runtime import Runtime
 from app.task_names import PROCESS_DELIVERY, enqueue_safely
 from app.web import runtime
+from app.web.openapi import Reply, documented
+from app.web.responses import ErrorSchema
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +62,60 @@ KEPT_HEADERS = (
 MAX_HEADER_CHARS = 1024
 
 
+class WebhookHeadersSchema(DeliveryHeadersSchema):
+    """The headers of a delivery as `DeliveryHeadersSchema` loads them, and the signature,
+    which the view checks on the raw body before anything is loaded."""
+
+    signature = fields.String(
+        load_default=None,
+        data_key="X-Hub-Signature",
+        metadata={
+            "description": "sha256=<hex HMAC-SHA256 of the body> with BITBUCKET_WEBHOOK_SECRET; "
+            "required unless BBSYNC_ALLOW_UNSIGNED_WEBHOOKS"
+        },
+    )
+
+
+class WebhookAnswerSchema(Schema):
+    status = fields.String(
+        required=True, validate=validate.OneOf(["accepted", "ignored", "duplicate", "spooled"])
+    )
+    delivery = fields.Integer(metadata={"description": "The stored delivery's id"})
+    queued = fields.Boolean(metadata={"description": "Enqueued now (else beat enqueues it)"})
+    event = fields.String(metadata={"description": "The event key of an ignored event"})
+    request_uuid = fields.String()
+
+
+WEBHOOK_BODY = {
+    "type": "object",
+    "description": "Bitbucket's event payload; events bbsync handles must carry their repository",
+}
+
+
 def _error(status: int, error: str, message: str, **extra: Any) -> Any:
     return jsonify(error=error, message=message, **extra), status
 
 
 @webhooks.post("/webhooks/bitbucket")
+@documented(
+    summary="Bitbucket webhook deliveries",
+    auth="signature",
+    headers=WebhookHeadersSchema,
+    body=WEBHOOK_BODY,
+    responses={
+        200: Reply(WebhookAnswerSchema, "Already received (same X-Request-UUID or body)"),
+        202: Reply(
+            WebhookAnswerSchema,
+            "Stored (accepted or ignored), or spooled while the database is down",
+        ),
+        400: Reply(ErrorSchema, "Headers or body missing, malformed or not the event's shape"),
+        413: Reply(ErrorSchema, "Body larger than BBSYNC_WEBHOOK_MAX_BYTES"),
+        503: Reply(ErrorSchema, "Neither the database nor the spool could store it; retry"),
+    },
+)
 def receive() -> Any:
+    """Verify, validate, deduplicate and store one delivery, then answer; processing is queued.
+    Bitbucket retries on a 5xx or no answer."""
     started = time.monotonic()
     response = _receive()
     record_ingress(runtime().redis, time.monotonic() - started)
