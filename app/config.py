@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
+from app.datacenter_settings import DataCenterSettings, datacenter_settings_from_env
 from app.settings_access import endpoint_access
 from app.settings_values import (
     Secret,
@@ -147,6 +148,7 @@ class Settings:
     port: int = 5000
     log_level: str = "INFO"
     log_format: str = "auto"
+    datacenter: DataCenterSettings | None = None  # a Bitbucket Data Center source, if any
 
     @property
     def api_host(self) -> str:
@@ -392,6 +394,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         port=whole_number("PORT", get("PORT", "5000")),
         log_level=get("LOG_LEVEL", "INFO").upper(),
         log_format=log_format,
+        datacenter=datacenter_settings_from_env(env),
     )
 
 
@@ -399,6 +402,7 @@ CREDENTIAL_VARIABLES = (
     "BITBUCKET_ACCESS_TOKEN",
     "BITBUCKET_API_TOKEN",
     "BITBUCKET_OAUTH_CLIENT_ID",
+    "BITBUCKET_DC_URL",  # a Data Center source is real configuration too: no demo overlay
 )
 DEMO_ENV_FILE = ".env.demo"
 
