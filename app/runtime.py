@@ -20,8 +20,8 @@ from app.bitbucket.quota import QuotaWatch
 from app.bitbucket.token_bucket import TokenBucketBudget
 from app.config import Settings
 from app.datacenter_settings import DataCenterSettings
-from app.settings_values import SettingsError
 from app.db import make_engine, make_session_factory
+from app.settings_values import SettingsError
 
 
 class Runtime:

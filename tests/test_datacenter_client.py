@@ -98,7 +98,7 @@ class _PagingServer(BaseHTTPRequestHandler):
     items = list(range(10))
     broken = False
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         query = parse_qs(urlsplit(self.path).query)
         start = int(query["start"][0])
         chunk = self.items[start : start + 3]
