@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.errors import BitbucketError, RetryLater
+from app.cli.datacenter import datacenter_budget_line, sync_datacenter
 from app.cli.doctor import database_check, run_checks
 from app.cli.webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
@@ -61,8 +62,10 @@ def main(ctx: click.Context) -> None:
 
 def _workspaces(settings: Settings, chosen: tuple[str, ...]) -> tuple[str, ...]:
     workspaces = chosen or settings.workspaces
-    if not workspaces:
-        raise click.UsageError("no workspace: set BITBUCKET_WORKSPACES or pass --workspace")
+    if not workspaces and settings.datacenter is None:
+        raise click.UsageError(
+            "no workspace: set BITBUCKET_WORKSPACES (or BITBUCKET_DC_URL) or pass --workspace"
+        )
     return workspaces
 
 
@@ -82,6 +85,8 @@ def sync(
     rt = _runtime(ctx)
     workspaces = _workspaces(rt.settings, chosen)
     if queue:
+        if rt.settings.datacenter is not None:
+            click.echo("Data Center: not queued (no worker task yet); run without --queue")
         app = producer(rt.settings.broker_url)
         for workspace in workspaces:
             task = SYNC_MEMBERS if members else RECONCILE_ACTIVITY if activity else SYNC_WORKSPACE
@@ -108,6 +113,11 @@ def sync(
                     failed |= not _sync_workspace(rt, workspace)
         except SyncBusy as exc:
             click.echo(f"{workspace}: {exc}", err=True)
+    if rt.settings.datacenter is not None and not chosen:
+        if members or activity:
+            click.echo("Data Center: only the catalog sync runs for Data Center yet", err=True)
+        else:
+            failed |= not sync_datacenter(rt, _report_run)
     if failed:
         sys.exit(1)
 
@@ -246,8 +256,10 @@ def status(ctx: click.Context) -> None:
     """The shared budget, and each workspace's repositories and last sync."""
     rt = _runtime(ctx)
     ok = True
+    # Data Center alone: the Cloud windows are not in use.
+    cloud = bool(rt.settings.workspaces) or rt.settings.datacenter is None
     try:
-        for budget in rt.budgets:
+        for budget in rt.budgets if cloud else ():
             b = budget.snapshot()
             name = "budget" if budget is rt.budget else f"budget {b.resource}"
             click.echo(
@@ -265,6 +277,8 @@ def status(ctx: click.Context) -> None:
     except redis.RedisError as exc:
         ok = False
         click.echo(f"budget: Redis unreachable at REDIS_URL ({type(exc).__name__})", err=True)
+    if rt.settings.datacenter is not None:
+        click.echo(datacenter_budget_line(rt))
     notice = token_age_notice(rt.settings)
     if notice:
         click.echo(f"token: {notice[0].upper()}: {notice[1]}")

@@ -1,0 +1,81 @@
+"""`bbsync sync` and `bbsync status` for a Bitbucket Data Center source."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+import redis
+
+from app.bitbucket.errors import BitbucketError, RetryLater
+from app.models import SyncRun
+from app.runtime import Runtime
+from app.sync.datacenter import DataCenterSync, workspace_key
+from app.sync.liveness import RunWatch, SyncBusy, watching
+
+
+def sync_datacenter(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool:
+    """Both phases of every configured (or visible) project here; False when one failed.
+
+    `report(workspace, run)` prints a finished run as the Cloud sync does."""
+    server = rt.datacenter_settings
+    label = f"Data Center {server.host}"
+    client = rt.datacenter()
+    ok = True
+    with rt.sessions() as session:
+        sync = DataCenterSync(client, session, session.commit, rt.settings, server)
+        try:
+            projects = sync.projects()
+        except RetryLater as exc:
+            click.echo(f"{label}: paused, run again to resume: {exc}", err=True)
+            return False
+        except BitbucketError as exc:
+            click.echo(f"{label}: failed to list projects: {exc}", err=True)
+            return False
+        if not projects:
+            click.echo(f"{label}: no project visible to this credential", err=True)
+        for project in projects:
+            workspace = workspace_key(server, project["key"])
+            watch = RunWatch(
+                rt.engine,
+                rt.redis,
+                task_id=None,
+                interval=rt.settings.run_heartbeat_seconds,
+                lock_seconds=rt.settings.run_stale_seconds,
+            )
+            try:
+                with watching(watch):
+                    result = sync.run_project(project)
+            except SyncBusy as exc:
+                click.echo(f"{workspace}: {exc}", err=True)
+                continue
+            except RetryLater as exc:
+                click.echo(f"{workspace}: paused, run again to resume: {exc}", err=True)
+                return False
+            except BitbucketError as exc:
+                click.echo(f"{workspace}: failed: {exc}", err=True)
+                ok = False
+                continue
+            for run in (result.repositories, result.catalog):
+                if run is not None:
+                    report(workspace, run)
+    for warning in client.warnings:
+        click.echo(f"{label}: warning: {warning}", err=True)
+    return ok
+
+
+def datacenter_budget_line(rt: Runtime) -> str:
+    """The Data Center token bucket as `bbsync status` shows it."""
+    server = rt.datacenter_settings
+    try:
+        b = rt.datacenter_budget.snapshot()
+    except redis.RedisError as exc:
+        return f"budget Data Center: Redis unreachable at REDIS_URL ({type(exc).__name__})"
+    line = (
+        f"budget Data Center {server.host} ({server.credential_label}): {b.remaining}/{b.limit} "
+        f"tokens left, refilled at {server.rate_per_second:g}/s, {b.reserve} reserved for "
+        f"webhooks, {b.backfill_remaining} left for backfill"
+    )
+    if b.paused_until:
+        line += f"; PAUSED after a 429 until {b.paused_until.isoformat(timespec='seconds')}"
+    return line

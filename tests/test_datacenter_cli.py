@@ -1,0 +1,52 @@
+"""`bbsync sync` and `bbsync status` with only Data Center settings, in a real process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from bitbucket_sim.testing import SimProcess
+from tests.conftest import migrate, run_bbsync
+
+
+def test_data_center_alone_syncs_then_shows_its_budget_and_projects(
+    sim_factory: Callable[..., SimProcess], sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(
+        flavor="datacenter", repos=20, seed=4, username="jdoe", api_token="pat-secret-1"
+    )
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "BITBUCKET_DC_URL": sim.url,
+        "BITBUCKET_DC_USERNAME": "jdoe",
+        "BITBUCKET_DC_TOKEN": "pat-secret-1",
+        "BITBUCKET_DC_RATE_PER_SECOND": "500",
+        "BITBUCKET_DC_BURST": "50",
+    }
+    synced = run_bbsync("sync", env=env, cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    host = sim.url.split("://", 1)[1]
+    keys = sorted({r["project_key"] for r in sim.repositories()})
+    for key in keys:
+        assert f"{host}/{key} repositories: succeeded" in synced.stdout
+        assert f"{host}/{key} catalog: succeeded" in synced.stdout
+    assert sim.stats()["calls_total"] >= 1 + len(keys) + 2 * 20
+
+    status = run_bbsync("status", env=env, cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert f"budget Data Center {host} (personal access token of jdoe (Basic)):" in status.stdout
+    assert "refilled at 500/s, 10 reserved for webhooks" in status.stdout
+    for key in keys:
+        assert f"workspace {host}/{key}: " in status.stdout
+    assert "entities Component " in status.stdout and ", Group " in status.stdout
+    assert "budget (anonymous)" not in status.stdout  # no Cloud source: no Cloud budget
+    outputs = status.stdout + status.stderr + synced.stdout + synced.stderr
+    assert "pat-secret-1" not in outputs
+
+
+def test_no_source_at_all_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> None:
+    result = run_bbsync("sync", env={"DATABASE_URL": sqlite_url}, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "set BITBUCKET_WORKSPACES (or BITBUCKET_DC_URL)" in result.stderr
