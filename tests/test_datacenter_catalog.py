@@ -6,12 +6,14 @@ names."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from app.bitbucket.errors import RetryLater
 from app.catalog.datacenter_entities import server_namespace
 from app.models import CatalogEntity, CatalogFile, Repository, Workspace
 from app.runtime import Runtime
@@ -19,6 +21,7 @@ from app.sync.datacenter import DataCenterSync, DataCenterSyncResult
 from app.sync.workspace import WorkspaceSync
 from bitbucket_sim.testing import SimProcess
 from tests.backstage_validator import validate_entities
+from tests.conftest import migrate
 
 SimFactory = Callable[..., SimProcess]
 RuntimeFactory = Callable[..., Runtime]
@@ -205,3 +208,87 @@ def test_a_cloud_workspace_and_a_data_center_server_with_the_same_names_never_co
     }
     assert conflicts and all(c.split(" ", 1)[0] in descriptor_refs for c in conflicts)
     assert validate_entities([e.body for e in entities.values()]) == []
+
+
+def test_at_the_servers_rate_a_full_sync_is_paced_and_never_refused(
+    sim_factory: SimFactory, runtime_for: RuntimeFactory, sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(
+        flavor="datacenter", repos=40, seed=6, access_token="dc-token", rate_limit="40/s", burst=10
+    )
+    rt = runtime_for(
+        **dc_env(
+            sim,
+            DATABASE_URL=sqlite_url,
+            BITBUCKET_DC_RATE_PER_SECOND="36",
+            BITBUCKET_DC_BURST="10",
+            BITBUCKET_RATE_RESERVE_PERCENT="0",
+        )
+    )
+    started = time.monotonic()
+    result = dc_sync(rt)
+    elapsed = time.monotonic() - started
+    stats = sim.stats()
+    print(
+        f"\nData Center pacing figure: {stats['calls_total']} calls in {elapsed:.1f}s "
+        f"through a bucket of 10 at 36/s (server: 10 at 40/s), {stats['rate_limited']} 429s"
+    )
+    assert all(p.catalog.status == "succeeded" for p in result.projects)
+    assert stats["rate_limited"] == 0
+    assert elapsed >= (stats["calls_total"] - 10) / 36 * 0.9
+
+
+def test_a_sync_cut_short_by_429s_resumes_and_completes_without_duplicates(
+    sim_factory: SimFactory, runtime_for: RuntimeFactory, sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    reference = sim_factory(flavor="datacenter", repos=30, seed=9, access_token="dc-token")
+    clean = runtime_for(**dc_env(reference, DATABASE_URL=f"{sqlite_url}-clean"))
+    migrate(clean.settings.database_url)
+    dc_sync(clean)
+    namespace = server_namespace(clean.datacenter_settings.host)
+
+    def comparable(rt: Runtime, ns: str) -> dict[str, str]:
+        # The two servers differ only in their port: compare with the host part taken out.
+        return {
+            ref.replace(ns, "server"): e.body["spec"].get("owner", "").replace(ns, "server")
+            for ref, e in live_entities(rt).items()
+        }
+
+    sim = sim_factory(
+        flavor="datacenter", repos=30, seed=9, access_token="dc-token", rate_limit="20/s", burst=5
+    )
+    rt = runtime_for(**dc_env(sim, DATABASE_URL=sqlite_url))
+    interruptions = 0
+    for _ in range(60):
+        try:
+            dc_sync(rt)
+            break
+        except RetryLater as exc:
+            interruptions += 1
+            time.sleep(exc.retry_after or 1)
+    print(f"\nData Center 429 figure: {interruptions} interruptions, {sim.stats()}")
+    assert interruptions >= 1
+    assert sim.stats()["rate_limited"] == interruptions
+    # Each resume picks up where the pause struck: no head or file is asked for twice.
+    assert (sim.stats()["calls"]["refs"], sim.stats()["calls"]["raw"]) == (30, 30)
+    assert comparable(rt, server_namespace(rt.datacenter_settings.host)) == comparable(
+        clean, namespace
+    )
+
+
+def test_a_descriptor_unchanged_by_a_push_answers_304_where_the_server_sends_etags(
+    sim_factory: SimFactory, runtime_for: RuntimeFactory, sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(flavor="datacenter", repos=15, seed=2, access_token="dc-token", raw_etag=True)
+    rt = runtime_for(**dc_env(sim, DATABASE_URL=sqlite_url))
+    dc_sync(rt)
+    single = by_layout(sim)["single"][0]
+    sim.admin("POST", f"repos/{single['slug']}/push", json={"files": {"README.md": "changed"}})
+    result = dc_sync(rt)
+    counts = [p.catalog.counts for p in result.projects]
+    assert sum(c["candidates"] for c in counts) == 1
+    assert sum(c["files_unchanged"] for c in counts) == 1
+    assert sum(c["files_fetched"] for c in counts) == 0

@@ -39,6 +39,8 @@ from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
+SERVER_WALK = "datacenter"  # the run over a server's projects
+
 
 def workspace_key(server: DataCenterSettings, project_key: str) -> str:
     """The bbsync workspace of a Data Center project: `{host}/{KEY}`."""
@@ -309,8 +311,33 @@ class DataCenterSync:
         return ProjectResult(workspace, repositories, self.catalog.run(workspace))
 
     def run(self) -> DataCenterSyncResult:
+        """Every project, both phases each. The walk is itself a run (kind `datacenter`,
+        workspace the host) that remembers the projects done: after a budget pause, running
+        again resumes with the paused project, not with projects already synced (on Data
+        Center each sync costs a head call per repository)."""
         result = DataCenterSyncResult()
-        for project in self.projects():
-            result.projects.append(self.run_project(project))
+        session = self.repositories.session
+        fresh = SyncRun(kind=SERVER_WALK, workspace=self.server.host)
+        counts: dict[str, Any] = {}
+        with recorded_run(
+            session,
+            self.repositories.commit,
+            self.client.calls,
+            fresh,
+            lambda: counts,
+            resume=True,
+        ) as run:
+            done = set((run.cursor or {}).get("done") or [])
+            projects = self.projects()
+            counts.update(projects=len(projects), resumed_after=len(done))
+            for project in projects:
+                if project["key"] in done:
+                    continue
+                result.projects.append(self.run_project(project))
+                done.add(project["key"])
+                run.cursor = {"done": sorted(done)}
+                counts["done"] = len(done)
+                self.repositories.commit()
+            run.cursor = None
         result.warnings = list(self.client.warnings)
         return result
