@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,6 +14,9 @@ import pytest
 from app.bitbucket.budget import Priority
 from app.bitbucket.errors import BudgetExhausted, BudgetPaused, BudgetUnavailable
 from app.bitbucket.token_bucket import TokenBucketBudget
+from app.runtime import Runtime
+from app.web import create_app
+from tests.conftest import api_client
 
 
 def make_bucket(
@@ -139,3 +143,33 @@ def test_no_call_goes_out_uncounted_when_redis_is_down() -> None:
     with pytest.raises(BudgetUnavailable) as caught:
         bucket.acquire()
     assert "Redis did not answer" in str(caught.value)
+
+
+def test_the_budget_api_shows_the_data_center_bucket(
+    runtime_for: Callable[..., Runtime],
+) -> None:
+    rt = runtime_for(
+        BITBUCKET_DC_URL="https://bitbucket.example.com",
+        BITBUCKET_DC_TOKEN="dc-secret",
+        BITBUCKET_DC_RATE_PER_SECOND="2",
+        BITBUCKET_DC_BURST="20",
+    )
+    for _ in range(3):
+        rt.datacenter_budget.acquire(Priority.BACKFILL)
+    response = api_client(create_app(runtime=rt)).get("/api/budget")
+    assert response.status_code == 200
+    body = response.json
+    assert body["resources"]["repositories"]["limit"] == 1000  # Cloud's window, as before
+    dc = body["datacenter"]
+    assert (dc["host"], dc["rate_per_second"], dc["limit"], dc["reserve"]) == (
+        "bitbucket.example.com",
+        2.0,
+        20,
+        4,
+    )
+    assert dc["used"] == 3 and dc["remaining"] == 17
+    assert "dc-secret" not in response.get_data(as_text=True)
+    assert runtime_for().settings.datacenter is None
+    assert (
+        api_client(create_app(runtime=runtime_for())).get("/api/budget").json["datacenter"] is None
+    )

@@ -39,7 +39,18 @@ class BudgetSchema(ResourceBudgetSchema):
     resources = fields.Dict(keys=fields.String(), values=fields.Nested(ResourceBudgetSchema))
 
 
-_budget_schema = BudgetSchema()
+class DataCenterBudgetSchema(ResourceBudgetSchema):
+    """The Data Center token bucket: `limit` is its size, refilled at `rate_per_second`."""
+
+    host = fields.String()
+    rate_per_second = fields.Float()
+
+
+class SourcesBudgetSchema(BudgetSchema):
+    datacenter = fields.Nested(DataCenterBudgetSchema, allow_none=True)
+
+
+_budget_schema = SourcesBudgetSchema()
 
 
 class CatalogFileSchema(Schema):
@@ -99,9 +110,19 @@ def budget() -> Any:
     rt = runtime()
     try:
         resources = {b.resource.value: b.snapshot().as_dict() for b in rt.budgets}
+        server = rt.settings.datacenter
+        datacenter = (
+            {
+                **rt.datacenter_budget.snapshot().as_dict(),
+                "host": server.host,
+                "rate_per_second": server.rate_per_second,
+            }
+            if server is not None
+            else None
+        )
     except redis.RedisError as exc:
         return jsonify(error="redis_unavailable", message=type(exc).__name__), 503
-    snapshot = {**resources["repositories"], "resources": resources}
+    snapshot = {**resources["repositories"], "resources": resources, "datacenter": datacenter}
     snapshot["credential"] = rt.settings.credential.kind.value
     return jsonify(_budget_schema.dump(snapshot))
 
