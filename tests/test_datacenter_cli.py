@@ -50,3 +50,26 @@ def test_no_source_at_all_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> N
     result = run_bbsync("sync", env={"DATABASE_URL": sqlite_url}, cwd=tmp_path)
     assert result.returncode == 2
     assert "set BITBUCKET_WORKSPACES (or BITBUCKET_DC_URL)" in result.stderr
+
+
+def test_config_shows_the_data_center_source_and_hides_its_token(tmp_path: Path) -> None:
+    env = {
+        "BITBUCKET_DC_URL": "https://bitbucket.example.com",
+        "BITBUCKET_DC_TOKEN": "dc-very-secret",
+        "BITBUCKET_DC_PROJECTS": "plat,core",
+    }
+    result = run_bbsync("config", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "BITBUCKET_DC_URL: https://bitbucket.example.com" in result.stdout
+    assert "Data Center credential: HTTP access token (Bearer)" in result.stdout
+    assert "BITBUCKET_DC_PROJECTS: PLAT,CORE" in result.stdout
+    assert "dc-very-secret" not in result.stdout + result.stderr
+
+
+def test_a_bad_data_center_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = run_bbsync(
+        "status", env={"BITBUCKET_DC_URL": "https://h.example/rest/api/latest"}, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "BITBUCKET_DC_URL:" in result.stderr

@@ -456,6 +456,12 @@ def show_config(ctx: click.Context) -> None:
         ("webhook secrets", len(s.webhook_secrets)),
     ):
         click.echo(f"{name}: {value}")
+    if s.datacenter is not None:
+        dc = s.datacenter
+        click.echo(f"BITBUCKET_DC_URL: {dc.url}")
+        click.echo(f"Data Center credential: {dc.credential_label}")
+        click.echo(f"BITBUCKET_DC_PROJECTS: {','.join(dc.projects) or '(every visible project)'}")
+        click.echo(f"Data Center budget: {dc.burst} calls at once, {dc.rate_per_second:g}/s")
 
 
 def _mask_url(url: str) -> str:
