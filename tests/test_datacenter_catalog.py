@@ -292,3 +292,46 @@ def test_a_descriptor_unchanged_by_a_push_answers_304_where_the_server_sends_eta
     assert sum(c["candidates"] for c in counts) == 1
     assert sum(c["files_unchanged"] for c in counts) == 1
     assert sum(c["files_fetched"] for c in counts) == 0
+
+
+def test_a_repository_deleted_on_the_server_leaves_the_catalog(
+    dc_world: tuple[SimProcess, Runtime],
+) -> None:
+    sim, rt = dc_world
+    dc_sync(rt)
+    gone = by_layout(sim)["none"][0]
+    slug_annotation = f"{gone['project_key']}/{gone['slug']}"
+
+    def generated_for_gone() -> list[CatalogEntity]:
+        return [
+            e
+            for e in live_entities(rt).values()
+            if e.body["metadata"]["annotations"].get("bitbucket.com/project-slug")
+            == slug_annotation
+        ]
+
+    assert len(generated_for_gone()) == 1
+    sim.admin("DELETE", f"repos/{gone['slug']}")
+    result = dc_sync(rt)
+    project = next(p for p in result.projects if p.workspace.endswith("/" + gone["project_key"]))
+    assert project.repositories is not None and project.repositories.counts["deleted"] == 1
+    assert "removed 1 entities" in project.catalog.counts["sweep"]
+    assert generated_for_gone() == []
+
+
+def test_only_the_configured_projects_are_synced(
+    sim_factory: SimFactory, runtime_for: RuntimeFactory, sqlite_url: str
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(flavor="datacenter", repos=40, seed=5, access_token="dc-token")
+    keys = sorted({r["project_key"] for r in sim.repositories()})
+    assert len(keys) >= 2
+    rt = runtime_for(
+        **dc_env(sim, DATABASE_URL=sqlite_url, BITBUCKET_DC_PROJECTS=f"{keys[0]},NOSUCH")
+    )
+    result = dc_sync(rt)
+    assert [p.workspace.rsplit("/", 1)[1] for p in result.projects] == [keys[0]]
+    assert result.warnings == ["Data Center project NOSUCH not found or not visible"]
+    listed = sum(1 for r in sim.repositories() if r["project_key"] == keys[0])
+    with rt.sessions() as session:
+        assert len(session.scalars(select(Repository)).all()) == listed
