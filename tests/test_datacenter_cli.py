@@ -73,3 +73,33 @@ def test_a_bad_data_center_setting_stops_with_one_line_naming_it(tmp_path: Path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "BITBUCKET_DC_URL:" in result.stderr
+
+
+def test_doctor_checks_the_data_center_credential_and_projects(
+    sim_factory: Callable[..., SimProcess], sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(flavor="datacenter", repos=20, seed=4, access_token="dc-token")
+    key = sim.repositories()[0]["project_key"]
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "BITBUCKET_DC_URL": sim.url,
+        "BITBUCKET_DC_TOKEN": "dc-token",
+        "BITBUCKET_DC_PROJECTS": f"{key},NOSUCH",
+    }
+    host = sim.url.split("://", 1)[1]
+    result = run_bbsync("doctor", env=env, cwd=tmp_path)
+    assert f"ok   Data Center credential ({host}): accepted (HTTP access token (Bearer))" in (
+        result.stdout
+    )
+    assert "FAIL Data Center projects: not found or not visible: NOSUCH" in result.stdout
+    assert "FAIL workspaces" not in result.stdout  # Data Center alone needs no Cloud workspace
+    assert result.returncode == 1
+
+    refused = run_bbsync(
+        "doctor", env={**env, "BITBUCKET_DC_TOKEN": "wrong-dc-token"}, cwd=tmp_path
+    )
+    assert f"FAIL Data Center credential ({host}): GET projects: HTTP 401" in refused.stdout
+    assert "fix: set BITBUCKET_DC_TOKEN" in refused.stdout
+    assert "wrong-dc-token" not in refused.stdout + refused.stderr

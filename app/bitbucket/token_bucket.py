@@ -8,10 +8,11 @@ server's, which every process on every machine takes from: a Lua script refills 
 one step, on Redis's clock, so processes with skewed clocks still share one rate.
 
 It has the interface of `RateBudget` (the client cannot tell them apart) and keeps its 429
-pause and probe: a 429 pauses every process for `Retry-After` (or a guess: the time our own
-bucket takes to refill), and empties the bucket so that calls resume at the steady rate, not
-in a burst. The webhook reserve is a floor: backfill takes a token only while more than the
-reserve is left, webhook-driven work may take the last one.
+pause: a 429 pauses every process for `Retry-After` (or, without one, the time our own bucket
+takes to fill: seconds, not the hour a Cloud window can take, so webhook work needs no probe
+through it), and empties the bucket so that calls resume at the steady rate, not in a burst.
+The webhook reserve is a floor: backfill takes a token only while more than the reserve is
+left, webhook-driven work may take the last one.
 
 A bucket refills in fractions of a second, so a wait shorter than `max_wait_seconds` is slept
 in place: a walk over a thousand repositories is paced at the configured rate instead of

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import quote
 
 import click
 import redis
 
-from app.bitbucket.errors import BitbucketError, RetryLater
+from app.bitbucket.budget import Priority
+from app.bitbucket.errors import BitbucketError, CredentialError, NotFound, RetryLater
 from app.models import SyncRun
 from app.runtime import Runtime
 from app.sync.datacenter import DataCenterSync, workspace_key
@@ -62,6 +64,38 @@ def sync_datacenter(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool
     for warning in client.warnings:
         click.echo(f"{label}: warning: {warning}", err=True)
     return ok
+
+
+def datacenter_checks(rt: Runtime) -> list[tuple[str, bool, str, str]]:
+    """`bbsync doctor`'s Data Center checks: `(name, ok, detail, fix)` each."""
+    server = rt.datacenter_settings
+    name = f"Data Center credential ({server.host})"
+    client = rt.datacenter(Priority.WEBHOOK)
+    try:
+        first = next(client.iter_pages("projects", limit=25))
+    except CredentialError as exc:
+        fix = "set BITBUCKET_DC_TOKEN (with BITBUCKET_DC_USERNAME for a personal access token)"
+        return [(name, False, str(exc), fix)]
+    except BitbucketError as exc:
+        return [(name, False, str(exc), "check BITBUCKET_DC_URL and the network")]
+    visible = f"{len(first.values)}{'+' if first.next_start else ''} projects visible"
+    checks = [(name, True, f"accepted ({server.credential_label}), {visible}", "")]
+    if server.projects:
+        missing = []
+        for key in server.projects:
+            try:
+                client.get_json(f"projects/{quote(key, safe='')}")
+            except NotFound:
+                missing.append(key)
+        checks.append(
+            (
+                "Data Center projects",
+                not missing,
+                f"not found or not visible: {', '.join(missing)}" if missing else "all visible",
+                "check the keys in BITBUCKET_DC_PROJECTS and the credential's access",
+            )
+        )
+    return checks
 
 
 def datacenter_budget_line(rt: Runtime) -> str:
