@@ -145,7 +145,7 @@ def test_no_call_goes_out_uncounted_when_redis_is_down() -> None:
     assert "Redis did not answer" in str(caught.value)
 
 
-def test_the_budget_api_shows_the_data_center_bucket(
+def test_the_budget_api_and_metrics_show_the_data_center_bucket(
     runtime_for: Callable[..., Runtime],
 ) -> None:
     rt = runtime_for(
@@ -169,6 +169,10 @@ def test_the_budget_api_shows_the_data_center_bucket(
     )
     assert dc["used"] == 3 and dc["remaining"] == 17
     assert "dc-secret" not in response.get_data(as_text=True)
+    metrics = create_app(runtime=rt).test_client().get("/metrics").get_data(as_text=True)
+    assert 'bbsync_budget_used{resource="datacenter"} 3.0' in metrics
+    assert 'bbsync_budget_limit{resource="datacenter"} 20.0' in metrics
+    assert 'bbsync_budget_paused{resource="datacenter"} 0.0' in metrics
     assert runtime_for().settings.datacenter is None
     assert (
         api_client(create_app(runtime=runtime_for())).get("/api/budget").json["datacenter"] is None

@@ -38,6 +38,8 @@ from app.bitbucket.budget import (
 )
 from app.bitbucket.errors import BudgetExhausted
 
+SNAPSHOT_RESOURCE = "datacenter"  # how the bucket shows beside Cloud's windows (metrics, API)
+
 # KEYS[1]: the bucket (hash: tokens, at). ARGV: rate per second, burst, cost, floor.
 # Returns {taken (0/1), tokens left as a string} (Lua numbers become integers in replies).
 _TAKE = """
@@ -169,7 +171,7 @@ class TokenBucketBudget(RateBudget):
         used = max(0, math.ceil(self.burst - left))
         refill = (self.burst - left) / self.rate_per_second + max(0.0, paused_for)
         return BudgetSnapshot(
-            resource=self.resource.value,
+            resource=SNAPSHOT_RESOURCE,
             configured_limit=self.configured_limit,
             announced_limit=None,
             limit=self.burst,
