@@ -42,7 +42,9 @@ def dc_env(sim: SimProcess, **overrides: str) -> dict[str, str]:
 def dc_sync(rt: Runtime) -> DataCenterSyncResult:
     with rt.sessions() as session:
         server = rt.datacenter_settings
-        return DataCenterSync(rt.datacenter(), session, session.commit, rt.settings, server).run()
+        return DataCenterSync(
+            rt.datacenter(), session, session.commit, rt.settings, server, redis_client=rt.redis
+        ).run()
 
 
 def live_entities(rt: Runtime) -> dict[str, CatalogEntity]:

@@ -12,8 +12,8 @@ from app.bitbucket.budget import Priority
 from app.bitbucket.errors import BitbucketError, CredentialError, NotFound, RetryLater
 from app.models import SyncRun
 from app.runtime import Runtime
-from app.sync.datacenter import DataCenterSync, workspace_key
-from app.sync.liveness import RunWatch, SyncBusy, watching
+from app.sync.datacenter import DataCenterSync
+from app.sync.liveness import RunWatch, watching
 
 
 def sync_datacenter(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool:
@@ -23,47 +23,52 @@ def sync_datacenter(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool
     server = rt.datacenter_settings
     label = f"Data Center {server.host}"
     client = rt.datacenter()
-    ok = True
+    watch = RunWatch(
+        rt.engine,
+        rt.redis,
+        task_id=None,
+        interval=rt.settings.run_heartbeat_seconds,
+        lock_seconds=rt.settings.run_stale_seconds,
+    )
     with rt.sessions() as session:
-        sync = DataCenterSync(client, session, session.commit, rt.settings, server)
+        sync = DataCenterSync(
+            client,
+            session,
+            session.commit,
+            rt.settings,
+            server,
+            on_repositories=lambda p: report_progress(p.workspace, f"{p.seen} repositories"),
+            on_catalog=lambda p: report_progress(
+                p.workspace, f"{p.checked}/{p.total} repositories read, {p.calls} calls"
+            ),
+            redis_client=rt.redis,
+        )
         try:
-            projects = sync.projects()
+            with watching(watch):
+                result = sync.run()
         except RetryLater as exc:
             click.echo(f"{label}: paused, run again to resume: {exc}", err=True)
             return False
         except BitbucketError as exc:
-            click.echo(f"{label}: failed to list projects: {exc}", err=True)
+            click.echo(f"{label}: failed: {exc}", err=True)
             return False
-        if not projects:
-            click.echo(f"{label}: no project visible to this credential", err=True)
-        for project in projects:
-            workspace = workspace_key(server, project["key"])
-            watch = RunWatch(
-                rt.engine,
-                rt.redis,
-                task_id=None,
-                interval=rt.settings.run_heartbeat_seconds,
-                lock_seconds=rt.settings.run_stale_seconds,
-            )
-            try:
-                with watching(watch):
-                    result = sync.run_project(project)
-            except SyncBusy as exc:
-                click.echo(f"{workspace}: {exc}", err=True)
-                continue
-            except RetryLater as exc:
-                click.echo(f"{workspace}: paused, run again to resume: {exc}", err=True)
-                return False
-            except BitbucketError as exc:
-                click.echo(f"{workspace}: failed: {exc}", err=True)
-                ok = False
-                continue
-            for run in (result.repositories, result.catalog):
+        for project in result.projects:
+            for run in (project.repositories, project.catalog):
                 if run is not None:
-                    report(workspace, run)
-    for warning in client.warnings:
+                    report(project.workspace, run)
+    if not result.projects and not result.failed:
+        click.echo(f"{label}: nothing to sync (no project visible, or all done)", err=True)
+    for line in result.skipped:
+        click.echo(line, err=True)
+    for line in result.failed:
+        click.echo(f"failed: {line}", err=True)
+    for warning in result.warnings:
         click.echo(f"{label}: warning: {warning}", err=True)
-    return ok
+    return result.ok
+
+
+def report_progress(workspace: str, what: str) -> None:
+    click.echo(f"{workspace}: {what}", err=True)
 
 
 def datacenter_checks(rt: Runtime) -> list[tuple[str, bool, str, str]]:

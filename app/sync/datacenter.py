@@ -16,30 +16,40 @@ survive renames as Cloud's UUIDs do. The phases are Cloud's, with Data Center's 
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
+import redis
 from sqlalchemy.orm import Session
 
+from app.bitbucket.budget import KEY_PREFIX, shared_state
 from app.bitbucket.client import RawFile
 from app.bitbucket.datacenter import DataCenterClient
-from app.bitbucket.errors import BitbucketRequestError, BitbucketUnavailable
+from app.bitbucket.errors import (
+    BitbucketError,
+    BitbucketRequestError,
+    BitbucketUnavailable,
+    RetryLater,
+)
 from app.catalog.datacenter_entities import DataCenterEntityBuilder
 from app.config import Settings
 from app.datacenter_settings import DataCenterSettings
 from app.models import CatalogFile, Project, Repository, SyncRun, Workspace
 from app.sync.catalog import UNAVAILABLE_STREAK, CatalogProgress, CatalogSync, FileUnavailable
 from app.sync.discovery import is_glob
+from app.sync.liveness import SyncBusy
 from app.sync.repositories import KIND as LISTING
 from app.sync.repositories import RepositorySync, SyncProgress, ensure_workspace
 from app.sync.runs import recorded_run
 
 log = logging.getLogger(__name__)
 
-SERVER_WALK = "datacenter"  # the run over a server's projects
+# A walk paused for longer than this starts over (its projects are synced again).
+WALK_MEMORY_SECONDS = 24 * 3600
 
 
 def workspace_key(server: DataCenterSettings, project_key: str) -> str:
@@ -270,6 +280,12 @@ class ProjectResult:
 class DataCenterSyncResult:
     projects: list[ProjectResult] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # "{workspace}: {error}"
+    skipped: list[str] = field(default_factory=list)  # another sync held the project
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
 
 class DataCenterSync:
@@ -285,9 +301,11 @@ class DataCenterSync:
         *,
         on_repositories: Callable[[SyncProgress], None] | None = None,
         on_catalog: Callable[[CatalogProgress], None] | None = None,
+        redis_client: redis.Redis | None = None,
     ) -> None:
         self.client = client
         self.server = server
+        self.redis = redis_client
         self.repositories = DataCenterRepositorySync(
             client,
             session,
@@ -311,33 +329,56 @@ class DataCenterSync:
         return ProjectResult(workspace, repositories, self.catalog.run(workspace))
 
     def run(self) -> DataCenterSyncResult:
-        """Every project, both phases each. The walk is itself a run (kind `datacenter`,
-        workspace the host) that remembers the projects done: after a budget pause, running
-        again resumes with the paused project, not with projects already synced (on Data
-        Center each sync costs a head call per repository)."""
+        """Every project, both phases each.
+
+        The walk remembers in Redis the projects it finished: after a budget pause, running
+        again resumes with the paused project, not with the projects already synced (on Data
+        Center each sync costs a head call per repository). Only a memory of progress: when
+        it is lost, the walk starts over and costs more, nothing else.
+        """
         result = DataCenterSyncResult()
-        session = self.repositories.session
-        fresh = SyncRun(kind=SERVER_WALK, workspace=self.server.host)
-        counts: dict[str, Any] = {}
-        with recorded_run(
-            session,
-            self.repositories.commit,
-            self.client.calls,
-            fresh,
-            lambda: counts,
-            resume=True,
-        ) as run:
-            done = set((run.cursor or {}).get("done") or [])
-            projects = self.projects()
-            counts.update(projects=len(projects), resumed_after=len(done))
-            for project in projects:
-                if project["key"] in done:
-                    continue
+        done = self._walk_done()
+        for project in self.projects():
+            if project["key"] in done:
+                continue
+            workspace = workspace_key(self.server, project["key"])
+            try:
                 result.projects.append(self.run_project(project))
-                done.add(project["key"])
-                run.cursor = {"done": sorted(done)}
-                counts["done"] = len(done)
-                self.repositories.commit()
-            run.cursor = None
+            except SyncBusy as exc:
+                result.skipped.append(f"{workspace}: {exc}")
+                continue
+            except RetryLater:
+                raise  # the walk pauses here; running again resumes with this project
+            except BitbucketError as exc:
+                # Recorded on the project's run; the other projects still sync.
+                result.failed.append(f"{workspace}: {exc}")
+                continue
+            done.add(project["key"])
+            self._remember_walk(done)
+        self._remember_walk(None)
         result.warnings = list(self.client.warnings)
         return result
+
+    def _walk_key(self) -> str:
+        return f"{KEY_PREFIX}:datacenter-walk/{self.server.fingerprint}"
+
+    def _walk_done(self) -> set[str]:
+        if self.redis is None:
+            return set()
+        with shared_state("Data Center walk"):
+            raw = cast(bytes | None, self.redis.get(self._walk_key()))
+        try:
+            done = json.loads(raw) if raw else []
+        except ValueError:
+            done = []
+        return {str(key) for key in done} if isinstance(done, list) else set()
+
+    def _remember_walk(self, done: set[str] | None) -> None:
+        """Keep the projects finished (None: the walk is over, forget it)."""
+        if self.redis is None:
+            return
+        with shared_state("Data Center walk"):
+            if done is None:
+                self.redis.delete(self._walk_key())
+            else:
+                self.redis.set(self._walk_key(), json.dumps(sorted(done)), ex=WALK_MEMORY_SECONDS)
