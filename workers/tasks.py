@@ -31,6 +31,7 @@ from app.ops.logs import log_fields
 from app.outbox import DeliverySpool, database_unavailable
 from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
 from app.sync.catalog import CatalogSync
+from app.sync.datacenter import DataCenterSync
 from app.sync.events import EventProcessor
 from app.sync.people import PeopleSync
 from app.sync.refresh_failures import (
@@ -52,6 +53,7 @@ from app.task_names import (
     REQUEUE_DELIVERIES,
     SYNC_ALL_MEMBERS,
     SYNC_ALL_WORKSPACES,
+    SYNC_DATACENTER,
     SYNC_MEMBERS,
     SYNC_REPOSITORIES,
     SYNC_WORKSPACE,
@@ -76,6 +78,10 @@ def sync_all_workspaces(self: BbsyncTask) -> list[str]:
     workspaces = list(self.runtime.settings.workspaces)
     for workspace in workspaces:
         self.app.send_task(SYNC_WORKSPACE, args=[workspace])
+    server = self.runtime.settings.datacenter
+    if server is not None:
+        self.app.send_task(SYNC_DATACENTER, args=[server.host])
+        workspaces.append(server.host)
     return workspaces
 
 
@@ -96,6 +102,28 @@ def sync_workspace(self: BbsyncTask, workspace: str) -> dict[str, Any]:
         }
 
 
+@shared_task(bind=True, base=BbsyncTask, name=SYNC_DATACENTER)
+def sync_datacenter(self: BbsyncTask, workspace: str = "") -> dict[str, Any]:
+    """Every project of the Data Center source, both phases each; a retry after a budget
+    pause resumes with the paused project. `workspace` (the host, or a project's
+    `{host}/{KEY}` when a lost run is resumed) only labels the logs."""
+    rt = self.runtime
+    server = rt.datacenter_settings
+    with self.retrying(workspace=workspace or server.host), self.unit_of_work() as session:
+        result = DataCenterSync(
+            rt.datacenter(), session, session.commit, rt.settings, server, redis_client=rt.redis
+        ).run()
+        return {
+            "projects": {
+                p.workspace: {"catalog": p.catalog.status, "api_calls": p.catalog.api_calls}
+                for p in result.projects
+            },
+            "failed": result.failed,
+            "warnings": result.warnings,
+        }
+    return {"skipped": "another sync holds it"}
+
+
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_REPOSITORIES)
 def sync_repositories(self: BbsyncTask, workspace: str) -> dict[str, Any]:
     """Mirror one workspace's repositories; resumes a run paused for budget."""
@@ -114,6 +142,13 @@ RESUME_TASKS = {
 }
 
 
+def _resume_task(kind: str, workspace: str) -> str:
+    # A Data Center project's workspace is `{host}/{KEY}`; a Cloud slug never holds `/`.
+    if "/" in workspace and kind in ("repositories", "catalog"):
+        return SYNC_DATACENTER
+    return RESUME_TASKS[kind]
+
+
 @shared_task(bind=True, base=BbsyncTask, name=RECOVER_LOST_RUNS)
 def recover_lost_runs(self: BbsyncTask) -> list[str]:
     """Beat's watchdog: a running sync whose heartbeat went stale lost its worker (killed
@@ -122,7 +157,7 @@ def recover_lost_runs(self: BbsyncTask) -> list[str]:
     with self.unit_of_work() as session:
         lost = lost_runs(session, self.runtime.settings.run_stale_seconds)
         resume = dict.fromkeys(
-            (RESUME_TASKS[r.kind], r.workspace) for r in lost if r.kind in RESUME_TASKS
+            (_resume_task(r.kind, r.workspace), r.workspace) for r in lost if r.kind in RESUME_TASKS
         )
     for task, workspace in resume:
         log.warning("lost sync resumed", extra={"task": task, "workspace": workspace})

@@ -38,7 +38,14 @@ from app.sync.people import PeopleSync
 from app.sync.refresh_failures import stale_repositories
 from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
-from app.task_names import RECONCILE_ACTIVITY, SYNC_MEMBERS, SYNC_WORKSPACE, enqueue, producer
+from app.task_names import (
+    RECONCILE_ACTIVITY,
+    SYNC_DATACENTER,
+    SYNC_MEMBERS,
+    SYNC_WORKSPACE,
+    enqueue,
+    producer,
+)
 
 
 def _runtime(ctx: click.Context) -> Runtime:
@@ -85,13 +92,15 @@ def sync(
     rt = _runtime(ctx)
     workspaces = _workspaces(rt.settings, chosen)
     if queue:
-        if rt.settings.datacenter is not None:
-            click.echo("Data Center: not queued (no worker task yet); run without --queue")
         app = producer(rt.settings.broker_url)
         for workspace in workspaces:
             task = SYNC_MEMBERS if members else RECONCILE_ACTIVITY if activity else SYNC_WORKSPACE
             task_id = enqueue(app, task, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
+        server = rt.settings.datacenter
+        if server is not None and not chosen and not (members or activity):
+            task_id = enqueue(app, SYNC_DATACENTER, server.host)
+            click.echo(f"Data Center {server.host}: queued as task {task_id}")
         return
     failed = False
     for workspace in workspaces:
