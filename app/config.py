@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 from environs import Env, EnvValidationError
 
+from app.datacenter_settings import DataCenterSettings, datacenter_settings_from_env
 from app.settings_fields import (
     KINDS,
     BasicAuth,
@@ -258,6 +259,9 @@ class Settings:
         error="must be auto, json or text, got {lowered!r}",
     )
 
+    # A Bitbucket Data Center source, if any (`BITBUCKET_DC_*`, app/datacenter_settings.py).
+    datacenter: DataCenterSettings | None = None
+
     @property
     def api_host(self) -> str:
         """`scheme://host[:port]` of the Bitbucket API: the only place calls may go."""
@@ -285,6 +289,8 @@ class Settings:
                     collect(item)
             elif isinstance(value, Credential):
                 collect(value.secret)
+            elif isinstance(value, DataCenterSettings):
+                collect(value.token)
 
         for each in fields(self):
             collect(getattr(self, each.name))
@@ -399,6 +405,7 @@ def _settings(reader: _Reader) -> Settings:
             declared.variable, declared.kind, default, **declared.options
         )
     credential = _credential(reader)
+    datacenter = datacenter_settings_from_env(reader.text)
     error = reader.settings_error()
     if error is not None:
         raise error
@@ -413,7 +420,7 @@ def _settings(reader: _Reader) -> Settings:
             "BBSYNC_BACKSTAGE_ISSUER: required with BBSYNC_BACKSTAGE_JWKS_URL "
             "(Backstage's is <backend base URL>/api/auth)"
         )
-    return Settings(credential=credential, **values)
+    return Settings(credential=credential, datacenter=datacenter, **values)
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -425,6 +432,7 @@ CREDENTIAL_VARIABLES = (
     "BITBUCKET_ACCESS_TOKEN",
     "BITBUCKET_API_TOKEN",
     "BITBUCKET_OAUTH_CLIENT_ID",
+    "BITBUCKET_DC_URL",  # a Data Center source is real configuration too: no demo overlay
 )
 DEMO_ENV_FILE = ".env.demo"
 

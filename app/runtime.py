@@ -15,9 +15,13 @@ from app.bitbucket.accounting import CallLedger
 from app.bitbucket.auth import TokenSource
 from app.bitbucket.budget import Priority, RateBudget, Resource
 from app.bitbucket.client import BitbucketClient
+from app.bitbucket.datacenter import DataCenterClient
 from app.bitbucket.quota import QuotaWatch
+from app.bitbucket.token_bucket import TokenBucketBudget
 from app.config import Settings
+from app.datacenter_settings import DataCenterSettings
 from app.db import make_engine, make_session_factory
+from app.settings_fields import SettingsError
 
 
 class Runtime:
@@ -100,6 +104,39 @@ class Runtime:
             timeout=min(timeout or float("inf"), self.settings.http_timeout_seconds),
             max_retries=self.settings.http_max_retries,
             quota=self.quota,
+        )
+
+    @property
+    def datacenter_settings(self) -> DataCenterSettings:
+        if self.settings.datacenter is None:
+            raise SettingsError("BITBUCKET_DC_URL: not set, so there is no Data Center source")
+        return self.settings.datacenter
+
+    @cached_property
+    def datacenter_budget(self) -> TokenBucketBudget:
+        """The Data Center credential's token bucket, shared by every process."""
+        s, dc = self.settings, self.datacenter_settings
+        return TokenBucketBudget(
+            s.redis_url,
+            dc.fingerprint,
+            rate_per_second=dc.rate_per_second,
+            burst=dc.burst,
+            reserve=dc.burst * s.rate_reserve_percent // 100,
+            redis_client=self.redis,
+            probe_seconds=s.rate_limit_probe_seconds,
+        )
+
+    def datacenter(
+        self, priority: Priority = Priority.BACKFILL, timeout: float | None = None
+    ) -> DataCenterClient:
+        """A Data Center client with its own call ledger (one per task run or CLI command)."""
+        return DataCenterClient.from_settings(
+            self.datacenter_settings,
+            self.datacenter_budget,
+            CallLedger(self.redis),
+            priority=priority,
+            timeout=min(timeout or float("inf"), self.settings.http_timeout_seconds),
+            max_retries=self.settings.http_max_retries,
         )
 
     @cached_property

@@ -22,6 +22,7 @@ QUEUES = (QUEUE_EVENTS, QUEUE_SYNC, QUEUE_DEFAULT)
 SYNC_ALL_WORKSPACES = "bbsync.sync.all_workspaces"
 SYNC_REPOSITORIES = "bbsync.sync.repositories"
 SYNC_WORKSPACE = "bbsync.sync.workspace"
+SYNC_DATACENTER = "bbsync.sync.datacenter"  # every project of the Data Center source
 PROCESS_DELIVERY = "bbsync.events.process_delivery"
 REQUEUE_DELIVERIES = "bbsync.events.requeue_pending"
 DRAIN_SPOOL = "bbsync.events.drain_spool"
@@ -37,6 +38,7 @@ ROUTES: dict[str, dict[str, str]] = {
     SYNC_ALL_WORKSPACES: {"queue": QUEUE_SYNC},
     SYNC_REPOSITORIES: {"queue": QUEUE_SYNC},
     SYNC_WORKSPACE: {"queue": QUEUE_SYNC},
+    SYNC_DATACENTER: {"queue": QUEUE_SYNC},
     PROCESS_DELIVERY: {"queue": QUEUE_EVENTS},
     REFRESH_REPOSITORY_CATALOG: {"queue": QUEUE_EVENTS},
     REQUEUE_DELIVERIES: {"queue": QUEUE_DEFAULT},

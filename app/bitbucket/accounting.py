@@ -53,7 +53,37 @@ def endpoint_family(path: str) -> str:
         return "groups"
     if head in ("user", "users"):
         return "user"
+    # Data Center (`/rest/api/latest/…`): Cloud has no top-level `projects`, `repos`, `admin`.
+    if head == "projects":
+        return _datacenter_project_family(parts)
+    if head == "repos":
+        return "repositories"
+    if head == "admin":
+        return "groups" if parts[1:2] == ["groups"] else "user"
     return "other"
+
+
+def _datacenter_project_family(parts: list[str]) -> str:
+    """Families of `projects/{KEY}/…` paths, named as their Cloud counterparts."""
+    if len(parts) < 3:
+        return "projects"
+    if parts[2] != "repos":
+        return {"permissions": "permissions", "webhooks": "hooks"}.get(parts[2], "projects")
+    if len(parts) < 5:
+        return "repositories"
+    section = parts[4]
+    if section == "commits":
+        return "statuses" if parts[6:7] == ["builds"] else "commits"
+    return {
+        "raw": "src",
+        "files": "src",
+        "branches": "refs",
+        "tags": "refs",
+        "default-branch": "refs",
+        "pull-requests": "pullrequests",
+        "permissions": "permissions",
+        "webhooks": "hooks",
+    }.get(section, "repositories")
 
 
 class CallLedger:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.bitbucket.budget import Priority
 from app.bitbucket.client import api_path
 from app.bitbucket.errors import BitbucketError, CredentialError, NotFound
+from app.cli.datacenter import datacenter_checks
 from app.ops.credentials_age import token_age_notice
 from app.runtime import Runtime
 from app.sync.hooks import WebhookInstaller
@@ -107,8 +108,11 @@ def run_checks(
         )
         return checks  # every Bitbucket call needs the budget in Redis
     checks.append(database_check(rt, alembic_ini))
+    if settings.datacenter is not None:
+        checks += [Check(*check) for check in datacenter_checks(rt)]
     if not settings.workspaces:
-        checks.append(Check("workspaces", False, "none configured", "set BITBUCKET_WORKSPACES"))
+        if settings.datacenter is None:
+            checks.append(Check("workspaces", False, "none configured", "set BITBUCKET_WORKSPACES"))
         return checks
     client = rt.bitbucket(Priority.WEBHOOK)
     for workspace in settings.workspaces:

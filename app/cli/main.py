@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.errors import BitbucketError, RetryLater
+from app.cli.datacenter import datacenter_budget_line, sync_datacenter
 from app.cli.doctor import database_check, run_checks
 from app.cli.webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
@@ -37,7 +38,14 @@ from app.sync.people import PeopleSync
 from app.sync.refresh_failures import stale_repositories
 from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
-from app.task_names import RECONCILE_ACTIVITY, SYNC_MEMBERS, SYNC_WORKSPACE, enqueue, producer
+from app.task_names import (
+    RECONCILE_ACTIVITY,
+    SYNC_DATACENTER,
+    SYNC_MEMBERS,
+    SYNC_WORKSPACE,
+    enqueue,
+    producer,
+)
 
 
 def _runtime(ctx: click.Context) -> Runtime:
@@ -61,8 +69,10 @@ def main(ctx: click.Context) -> None:
 
 def _workspaces(settings: Settings, chosen: tuple[str, ...]) -> tuple[str, ...]:
     workspaces = chosen or settings.workspaces
-    if not workspaces:
-        raise click.UsageError("no workspace: set BITBUCKET_WORKSPACES or pass --workspace")
+    if not workspaces and settings.datacenter is None:
+        raise click.UsageError(
+            "no workspace: set BITBUCKET_WORKSPACES (or BITBUCKET_DC_URL) or pass --workspace"
+        )
     return workspaces
 
 
@@ -87,6 +97,10 @@ def sync(
             task = SYNC_MEMBERS if members else RECONCILE_ACTIVITY if activity else SYNC_WORKSPACE
             task_id = enqueue(app, task, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
+        server = rt.settings.datacenter
+        if server is not None and not chosen and not (members or activity):
+            task_id = enqueue(app, SYNC_DATACENTER, server.host)
+            click.echo(f"Data Center {server.host}: queued as task {task_id}")
         return
     failed = False
     for workspace in workspaces:
@@ -108,6 +122,11 @@ def sync(
                     failed |= not _sync_workspace(rt, workspace)
         except SyncBusy as exc:
             click.echo(f"{workspace}: {exc}", err=True)
+    if rt.settings.datacenter is not None and not chosen:
+        if members or activity:
+            click.echo("Data Center: only the catalog sync runs for Data Center yet", err=True)
+        else:
+            failed |= not sync_datacenter(rt, _report_run)
     if failed:
         sys.exit(1)
 
@@ -246,8 +265,10 @@ def status(ctx: click.Context) -> None:
     """The shared budget, and each workspace's repositories and last sync."""
     rt = _runtime(ctx)
     ok = True
+    # Data Center alone: the Cloud windows are not in use.
+    cloud = bool(rt.settings.workspaces) or rt.settings.datacenter is None
     try:
-        for budget in rt.budgets:
+        for budget in rt.budgets if cloud else ():
             b = budget.snapshot()
             name = "budget" if budget is rt.budget else f"budget {b.resource}"
             click.echo(
@@ -265,6 +286,8 @@ def status(ctx: click.Context) -> None:
     except redis.RedisError as exc:
         ok = False
         click.echo(f"budget: Redis unreachable at REDIS_URL ({type(exc).__name__})", err=True)
+    if rt.settings.datacenter is not None:
+        click.echo(datacenter_budget_line(rt))
     notice = token_age_notice(rt.settings)
     if notice:
         click.echo(f"token: {notice[0].upper()}: {notice[1]}")
@@ -442,6 +465,12 @@ def show_config(ctx: click.Context) -> None:
         ("webhook secrets", len(s.webhook_secrets)),
     ):
         click.echo(f"{name}: {value}")
+    if s.datacenter is not None:
+        dc = s.datacenter
+        click.echo(f"BITBUCKET_DC_URL: {dc.url}")
+        click.echo(f"Data Center credential: {dc.credential_label}")
+        click.echo(f"BITBUCKET_DC_PROJECTS: {','.join(dc.projects) or '(every visible project)'}")
+        click.echo(f"Data Center budget: {dc.burst} calls at once, {dc.rate_per_second:g}/s")
 
 
 def _mask_url(url: str) -> str:

@@ -41,7 +41,20 @@ class BudgetSchema(ResourceBudgetSchema):
     resources = fields.Dict(keys=fields.String(), values=fields.Nested(ResourceBudgetSchema))
 
 
-_budget_schema = BudgetSchema()
+class DataCenterBudgetSchema(ResourceBudgetSchema):
+    """The Data Center token bucket: `limit` is its size, refilled at `rate_per_second`."""
+
+    host = fields.String()
+    rate_per_second = fields.Float()
+
+
+class SourcesBudgetSchema(BudgetSchema):
+    """Cloud's windows (as `BudgetSchema`), and the Data Center bucket (null without one)."""
+
+    datacenter = fields.Nested(DataCenterBudgetSchema, allow_none=True)
+
+
+_budget_schema = SourcesBudgetSchema()
 
 
 class CatalogFileSchema(Schema):
@@ -107,16 +120,26 @@ def catalog_files() -> Any:
 @documented(
     summary="The shared Bitbucket rate budget",
     auth="api",
-    responses={200: BudgetSchema, 503: Reply(ErrorSchema, "Redis did not answer")},
+    responses={200: SourcesBudgetSchema, 503: Reply(ErrorSchema, "Redis did not answer")},
 )
 def budget() -> Any:
     """The API window of the credential's budget at the top level, and every resource's."""
     rt = runtime()
     try:
         resources = {b.resource.value: b.snapshot().as_dict() for b in rt.budgets}
+        server = rt.settings.datacenter
+        datacenter = (
+            {
+                **rt.datacenter_budget.snapshot().as_dict(),
+                "host": server.host,
+                "rate_per_second": server.rate_per_second,
+            }
+            if server is not None
+            else None
+        )
     except redis.RedisError as exc:
         return jsonify(error="redis_unavailable", message=type(exc).__name__), 503
-    snapshot = {**resources["repositories"], "resources": resources}
+    snapshot = {**resources["repositories"], "resources": resources, "datacenter": datacenter}
     snapshot["credential"] = rt.settings.credential.kind.value
     return jsonify(_budget_schema.dump(snapshot))
 

@@ -58,6 +58,8 @@ class SharedStateCollector(Collector):
             calls.add_metric([family, status], value)
         yield calls
         snapshots = [budget.snapshot() for budget in self.rt.budgets]
+        if self.rt.settings.datacenter is not None:
+            snapshots.append(self.rt.datacenter_budget.snapshot())  # resource "datacenter"
         for name, doc in (
             ("limit", "Calls allowed per window (announced by Bitbucket when it does)"),
             ("reserve", "Calls held back for webhook-driven work"),

@@ -8,8 +8,9 @@ every task below under its name in `app.task_names`.
 - `refresh`: one repository's catalog read, coalesced per repository and retried.
 - `activity`: activity reconciliation and retention.
 - `members`: members, groups and permissions.
+- `datacenter`: the Data Center source's projects, listing and catalog.
 """
 
-from workers.tasks import activity, deliveries, members, refresh, sync
+from workers.tasks import activity, datacenter, deliveries, members, refresh, sync
 
-__all__ = ["activity", "deliveries", "members", "refresh", "sync"]
+__all__ = ["activity", "datacenter", "deliveries", "members", "refresh", "sync"]

@@ -18,6 +18,7 @@ from app.task_names import (
     RECONCILE_ACTIVITY,
     RECOVER_LOST_RUNS,
     SYNC_ALL_WORKSPACES,
+    SYNC_DATACENTER,
     SYNC_MEMBERS,
     SYNC_REPOSITORIES,
     SYNC_WORKSPACE,
@@ -37,6 +38,10 @@ def sync_all_workspaces(self: BbsyncTask) -> list[str]:
     workspaces = list(self.runtime.settings.workspaces)
     for workspace in workspaces:
         self.app.send_task(SYNC_WORKSPACE, args=[workspace])
+    server = self.runtime.settings.datacenter
+    if server is not None:
+        self.app.send_task(SYNC_DATACENTER, args=[server.host])
+        workspaces.append(server.host)
     return workspaces
 
 
@@ -75,6 +80,13 @@ RESUME_TASKS = {
 }
 
 
+def _resume_task(kind: str, workspace: str) -> str:
+    # A Data Center project's workspace is `{host}/{KEY}`; a Cloud slug never holds `/`.
+    if "/" in workspace and kind in ("repositories", "catalog"):
+        return SYNC_DATACENTER
+    return RESUME_TASKS[kind]
+
+
 @shared_task(bind=True, base=BbsyncTask, name=RECOVER_LOST_RUNS)
 def recover_lost_runs(self: BbsyncTask) -> list[str]:
     """Beat's watchdog: a running sync whose heartbeat went stale lost its worker (killed
@@ -83,7 +95,7 @@ def recover_lost_runs(self: BbsyncTask) -> list[str]:
     with self.unit_of_work() as session:
         lost = lost_runs(session, self.runtime.settings.run_stale_seconds)
         resume = dict.fromkeys(
-            (RESUME_TASKS[r.kind], r.workspace) for r in lost if r.kind in RESUME_TASKS
+            (_resume_task(r.kind, r.workspace), r.workspace) for r in lost if r.kind in RESUME_TASKS
         )
     for task, workspace in resume:
         log.warning("lost sync resumed", extra={"task": task, "workspace": workspace})
