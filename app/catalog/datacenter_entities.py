@@ -41,6 +41,9 @@ from app.datacenter_settings import DataCenterSettings
 
 SERVER = "bbsync.io/bitbucket-server"  # the Data Center host an entity comes from
 DC_PROJECT_KEY = "bbsync.io/bitbucket-project-key"
+DC_USERNAME = "bbsync.io/bitbucket-server-username"  # a Data Center user's username (slug)
+DC_USER_ID = "bbsync.io/bitbucket-server-user-id"  # its numeric id, which survives renames
+DC_GROUP = "bbsync.io/bitbucket-server-group"  # a Data Center group's name
 
 
 def server_namespace(host: str) -> str:
@@ -132,6 +135,72 @@ class DataCenterEntityBuilder(EntityBuilder):
                         "title": "Project",
                     }
                 ],
+            },
+            "spec": spec,
+        }
+        return built(body)
+
+    # -- people ---------------------------------------------------------------------------
+
+    def user_name(self, username: str | None, user_id: str) -> str:
+        return entity_name(username or f"user-{user_id}")
+
+    def team_group_name(self, group: str) -> str:
+        mapped = self.mapping.groups.get(group)
+        return mapped.name if mapped else entity_name(f"group-{group}")
+
+    def user(self, workspace: str, member: dict[str, Any], groups: list[str]) -> BuiltEntity:
+        """A `User` for a Data Center user: `spec.profile.email` is what Backstage's Bitbucket
+        Server sign-in resolver (`emailMatchingUserEntityProfileEmail`) matches; the username
+        and numeric id are annotations a custom resolver can match."""
+        annotations = {
+            SERVER: self.server.host,
+            DC_USER_ID: member["account_id"],
+            MANAGED_BY: "bbsync",
+            **locations(workspace_location(workspace)),
+        }
+        if member.get("nickname"):
+            annotations[DC_USERNAME] = member["nickname"]
+        profile: dict[str, Any] = {"displayName": member.get("display_name") or member["nickname"]}
+        if member.get("email"):
+            profile["email"] = member["email"]
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "User",
+            "metadata": {
+                "name": self.user_name(member.get("nickname"), member["account_id"]),
+                "namespace": self.namespace,
+                "annotations": annotations,
+            },
+            "spec": {"profile": profile, "memberOf": sorted(groups)},
+        }
+        return built(body)
+
+    def team_group(self, workspace: str, group: str, members: list[str]) -> BuiltEntity:
+        """A `Group` for a Data Center group; `members` are User names of the same namespace.
+        Named `group-{name}` so a group never takes the name of a project's Group."""
+        mapped = self.mapping.groups.get(group)
+        spec: dict[str, Any] = {
+            "type": "team",
+            "profile": {"displayName": group},
+            "children": [],
+            "members": sorted(members),
+        }
+        if mapped and mapped.parent:
+            spec["parent"] = mapped.parent
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "Group",
+            "metadata": {
+                "name": self.team_group_name(group),
+                "namespace": self.namespace,
+                "title": group,
+                "annotations": {
+                    SERVER: self.server.host,
+                    DC_GROUP: group,
+                    MANAGED_BY: "bbsync",
+                    **locations(workspace_location(workspace)),
+                },
             },
             "spec": spec,
         }

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from app.bitbucket.client import BitbucketClient, api_path
 from app.bitbucket.errors import BitbucketRequestError, CredentialError
 from app.catalog.changes import retire_entities
-from app.catalog.entities import EntityBuilder
-from app.catalog.people import group_entity, group_entity_name, user_entity, user_name
+from app.catalog.entities import BuiltEntity, EntityBuilder
+from app.catalog.people import group_entity, user_entity, user_name
 from app.config import Settings
 from app.models import (
     AccessAudit,
@@ -82,6 +82,8 @@ class PeopleSync:
         self.settings = settings
         self.mapping = EntityBuilder(settings).mapping
         self.counts: dict[str, Any] = {}
+        # Repositories whose permissions could not be read this run: their grants are kept.
+        self.unknown_repositories: set[int] = set()
 
     def run(self, workspace: str) -> SyncRun:
         self.counts = {
@@ -297,6 +299,10 @@ class PeopleSync:
             audit(self.session, ws.slug, "group_removed", slug)
         return None
 
+    def _repository_workspaces(self, ws: Workspace) -> list[int]:
+        """The workspaces whose repositories' grants this people sync owns."""
+        return [ws.id]
+
     def _apply_permissions(self, ws: Workspace) -> str | None:
         now = utcnow()
         found = self._permissions(ws)
@@ -305,10 +311,11 @@ class PeopleSync:
             for p in self.session.scalars(
                 select(RepositoryPermission)
                 .join(Repository, RepositoryPermission.repository_id == Repository.id)
-                .where(Repository.workspace_id == ws.id)
+                .where(Repository.workspace_id.in_(self._repository_workspaces(ws)))
             )
         }
-        live = {k for k, p in existing.items() if p.removed_at is None}
+        unknown = self.unknown_repositories
+        live = {k for k, p in existing.items() if p.removed_at is None and k[0] not in unknown}
         refused = self._refuse("permission", len(live - set(found)), len(live))
         for key, permission in found.items():
             row = existing.get(key)
@@ -362,24 +369,19 @@ class PeopleSync:
                 )
             )
         )
-        by_account = {m.account_id: user_name(m.nickname, m.account_id) for m in members}
+        by_account = {m.account_id: self._user_name(m) for m in members}
         member_of: dict[str, list[str]] = {m.account_id: [] for m in members}
         writer, outcome, keep = EntityWriter(self.session, ws.slug), WriteOutcome(), set()
         for group in known_groups:
-            name = group_entity_name(ws.slug, group.slug, self.mapping)
             users = [by_account[a] for a in group.members or [] if a in by_account]
+            entity = self._group_entity(ws, group, users)
             for account in group.members or []:
                 if account in member_of:
-                    member_of[account].append(f"group:default/{name}")
-            entity = group_entity(ws.slug, group.slug, group.name, users, self.mapping)
+                    member_of[account].append(entity.ref)
             if writer.write(entity, EntitySource.PEOPLE, outcome=outcome):
                 keep.add(entity.ref)
         for member in members:
-            data = {
-                k: getattr(member, k)
-                for k in ("account_id", "uuid", "nickname", "display_name", "avatar_url", "email")
-            }
-            entity = user_entity(ws.slug, data, member_of[member.account_id])
+            entity = self._user_entity(ws, member, member_of[member.account_id])
             if writer.write(entity, EntitySource.PEOPLE, outcome=outcome):
                 keep.add(entity.ref)
         stale = [
@@ -391,3 +393,20 @@ class PeopleSync:
         self.counts["entities_deleted"] = retire_entities(self.session, *stale)
         self.counts["entities_written"] = outcome.written
         self.counts["warnings"].extend(outcome.conflicts[:20])
+
+    # -- entities (a Data Center source names and annotates them its own way) -------------
+
+    def _user_name(self, member: WorkspaceMember) -> str:
+        return user_name(member.nickname, member.account_id)
+
+    def _user_entity(
+        self, ws: Workspace, member: WorkspaceMember, groups: list[str]
+    ) -> BuiltEntity:
+        data = {
+            k: getattr(member, k)
+            for k in ("account_id", "uuid", "nickname", "display_name", "avatar_url", "email")
+        }
+        return user_entity(ws.slug, data, groups)
+
+    def _group_entity(self, ws: Workspace, group: BitbucketGroup, users: list[str]) -> BuiltEntity:
+        return group_entity(ws.slug, group.slug, group.name, users, self.mapping)

@@ -45,7 +45,14 @@ from app.sync.activity import store_pipeline
 from app.sync.people import audit
 from app.web import runtime
 from app.web.auth import require_api_token
-from app.web.identity import Refused, groups_of, may_write, member_account, verify_backstage_token
+from app.web.identity import (
+    Refused,
+    groups_of,
+    may_write,
+    member_account,
+    repository_workspaces,
+    verify_backstage_token,
+)
 from app.web.openapi import Reply, documented
 from app.web.paging import load_query
 from app.web.responses import ErrorSchema
@@ -172,7 +179,7 @@ def permissions() -> Any:
                 *(
                     (RepositoryPermission.principal_type == "group")
                     & RepositoryPermission.principal.in_(groups)
-                    & (Repository.workspace_id == ws)
+                    & Repository.workspace_id.in_(repository_workspaces(session, ws))
                     for ws, groups in by_workspace.items()
                     if groups
                 ),

@@ -31,6 +31,7 @@ from app.models import (
     EntitySource,
     Repository,
     RepositoryPermission,
+    Workspace,
     WorkspaceMember,
 )
 
@@ -145,6 +146,18 @@ def member_account(session: Session, workspace_id: int, user_ref: str) -> str:
             "defines it, or the member sync has not run yet)",
         )
     return account
+
+
+def repository_workspaces(session: Session, workspace_id: int) -> list[int]:
+    """The workspaces whose repositories the groups of a workspace may be granted: itself,
+    and for a Data Center server's people (workspace `{host}`) its projects (`{host}/{KEY}`)."""
+    slug = session.scalar(select(Workspace.slug).where(Workspace.id == workspace_id))
+    if slug is None:
+        return [workspace_id]
+    projects = session.scalars(
+        select(Workspace.id).where(Workspace.slug.startswith(f"{slug}/", autoescape=True))
+    ).all()
+    return [workspace_id, *projects]
 
 
 def groups_of(session: Session, workspace_id: int, account_id: str) -> set[str]:
