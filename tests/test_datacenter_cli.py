@@ -45,6 +45,11 @@ def test_data_center_alone_syncs_then_shows_its_budget_and_projects(
     outputs = status.stdout + status.stderr + synced.stdout + synced.stderr
     assert "pat-secret-1" not in outputs
 
+    people = run_bbsync("sync", "--members", env=env, cwd=tmp_path)
+    assert people.returncode == 0, people.stderr
+    assert f"{host} members: succeeded" in people.stdout
+    assert "only the catalog sync" not in people.stderr
+
 
 def test_no_source_at_all_is_a_usage_error(sqlite_url: str, tmp_path: Path) -> None:
     result = run_bbsync("sync", env={"DATABASE_URL": sqlite_url}, cwd=tmp_path)

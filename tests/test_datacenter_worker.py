@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, SyncRun
-from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
+from app.task_names import SYNC_ALL_MEMBERS, SYNC_ALL_WORKSPACES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import migrate
 from tests.test_worker import WorkerFactory, start_worker  # noqa: F401 - the fixture
@@ -117,3 +117,42 @@ def test_a_lost_data_center_run_is_resumed_by_the_data_center_task() -> None:
     assert _resume_task("repositories", "127.0.0.1:7990/PLAT") == "bbsync.sync.datacenter"
     assert _resume_task("catalog", "acme") == "bbsync.sync.workspace"
     assert _resume_task("members", "acme") == "bbsync.members.sync_workspace"
+
+
+def test_the_hourly_members_sync_also_syncs_the_data_center_people(
+    sim_factory: SimFactory,
+    postgres_url: str,
+    redis_url: str,
+    start_worker: WorkerFactory,  # noqa: F811
+) -> None:
+    migrate(postgres_url)
+    sim = sim_factory(flavor="datacenter", repos=10, seed=3, access_token="dc-token")
+    projects = len({r["project_key"] for r in sim.repositories()})
+    start_worker(dc_worker_env(sim, postgres_url, redis_url))
+    app = producer(redis_url)
+    enqueue(app, SYNC_ALL_WORKSPACES)
+    wait_for_catalogs(postgres_url, projects)
+    enqueue(app, SYNC_ALL_MEMBERS)
+    host = sim.url.split("://", 1)[1]
+    engine = make_engine(postgres_url)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            with make_session_factory(engine)() as session:
+                run = session.scalars(
+                    select(SyncRun).where(SyncRun.kind == "members", SyncRun.workspace == host)
+                ).first()
+                if run is not None and run.status != "running":
+                    break
+            time.sleep(0.3)
+        assert run is not None and run.status == "succeeded", run and run.error
+        assert run.counts["members"] > 0 and run.counts["permissions"] > 0
+        with make_session_factory(engine)() as session:
+            users = session.scalar(
+                select(func.count())
+                .select_from(CatalogEntity)
+                .where(CatalogEntity.kind == "User", CatalogEntity.deleted_at.is_(None))
+            )
+        assert users == run.counts["members"]
+    finally:
+        engine.dispose()

@@ -13,7 +13,8 @@ from app.bitbucket.errors import BitbucketError, CredentialError, NotFound, Retr
 from app.models import SyncRun
 from app.runtime import Runtime
 from app.sync.datacenter import DataCenterSync
-from app.sync.liveness import RunWatch, watching
+from app.sync.datacenter_people import DataCenterPeopleSync
+from app.sync.liveness import RunWatch, SyncBusy, watching
 
 
 def sync_datacenter(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool:
@@ -65,6 +66,37 @@ def sync_datacenter(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool
     for warning in result.warnings:
         click.echo(f"{label}: warning: {warning}", err=True)
     return result.ok
+
+
+def sync_datacenter_members(rt: Runtime, report: Callable[[str, SyncRun], None]) -> bool:
+    """Users, groups and permissions of the Data Center server here; False when it failed."""
+    server = rt.datacenter_settings
+    label = f"Data Center {server.host}"
+    watch = RunWatch(
+        rt.engine,
+        rt.redis,
+        task_id=None,
+        interval=rt.settings.run_heartbeat_seconds,
+        lock_seconds=rt.settings.run_stale_seconds,
+    )
+    with rt.sessions() as session:
+        people = DataCenterPeopleSync(rt.datacenter(), session, session.commit, rt.settings, server)
+        try:
+            with watching(watch):
+                run = people.run()
+        except SyncBusy as exc:
+            click.echo(f"{label}: {exc}", err=True)
+            return True
+        except RetryLater as exc:
+            click.echo(f"{label}: paused, run again to resume: {exc}", err=True)
+            return False
+        except BitbucketError as exc:
+            click.echo(f"{label}: failed: {exc}", err=True)
+            return False
+        report(server.host, run)
+        for warning in run.counts.get("warnings") or []:
+            click.echo(f"{label}: warning: {warning}", err=True)
+    return True
 
 
 def report_progress(workspace: str, what: str) -> None:

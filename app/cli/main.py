@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.errors import BitbucketError, RetryLater
-from app.cli.datacenter import datacenter_budget_line, sync_datacenter
+from app.cli.datacenter import datacenter_budget_line, sync_datacenter, sync_datacenter_members
 from app.cli.doctor import database_check, run_checks
 from app.cli.webhooks import deliveries, webhooks
 from app.config import Settings, SettingsError, load_settings
@@ -98,8 +98,8 @@ def sync(
             task_id = enqueue(app, task, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
         server = rt.settings.datacenter
-        if server is not None and not chosen and not (members or activity):
-            task_id = enqueue(app, SYNC_DATACENTER, server.host)
+        if server is not None and not chosen and not activity:
+            task_id = enqueue(app, SYNC_MEMBERS if members else SYNC_DATACENTER, server.host)
             click.echo(f"Data Center {server.host}: queued as task {task_id}")
         return
     failed = False
@@ -123,8 +123,10 @@ def sync(
         except SyncBusy as exc:
             click.echo(f"{workspace}: {exc}", err=True)
     if rt.settings.datacenter is not None and not chosen:
-        if members or activity:
-            click.echo("Data Center: only the catalog sync runs for Data Center yet", err=True)
+        if activity:
+            click.echo("Data Center: activity is not reconciled for Data Center yet", err=True)
+        elif members:
+            failed |= not sync_datacenter_members(rt, _report_run)
         else:
             failed |= not sync_datacenter(rt, _report_run)
     if failed:
