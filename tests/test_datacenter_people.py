@@ -27,6 +27,7 @@ from app.web import create_app
 from bitbucket_sim.testing import SimProcess
 from tests.backstage_validator import validate_entities
 from tests.conftest import api_client
+from tests.identity_support import ISSUER, jwks_server, user_token
 from tests.test_datacenter_catalog import dc_env, dc_sync
 
 SimFactory = Callable[..., SimProcess]
@@ -209,3 +210,48 @@ def test_removing_most_users_at_once_is_refused(
     with rt.sessions() as session:
         members = session.scalars(select(WorkspaceMember)).all()
         assert members and all(m.removed_at is None for m in members)
+
+
+def test_the_pipeline_trigger_answers_400_for_a_data_center_repository(
+    dc_people: tuple[SimProcess, Runtime, Runtime],
+    runtime_for: RuntimeFactory,
+    migrated_url: str,
+) -> None:
+    sim, admin_rt, _ = dc_people
+    sync_people(admin_rt)
+    with jwks_server() as (url, key):
+        rt = runtime_for(
+            **dc_env(
+                sim,
+                DATABASE_URL=migrated_url,
+                BBSYNC_BACKSTAGE_JWKS_URL=url,
+                BBSYNC_BACKSTAGE_ISSUER=ISSUER,
+            )
+        )
+        with rt.sessions() as session:
+            repo = session.scalars(select(Repository)).first()
+            grant = session.scalars(
+                select(RepositoryPermission).where(
+                    RepositoryPermission.principal_type == "user",
+                    RepositoryPermission.permission == "admin",
+                )
+            ).first()
+            assert repo is not None and grant is not None
+            member = session.scalars(
+                select(WorkspaceMember).where(WorkspaceMember.account_id == grant.principal)
+            ).one()
+        client = create_app(runtime=rt).test_client()
+        path = f"/api/repositories/{repo.full_name}/pipelines"
+        assert "/" in repo.full_name.rsplit("/", 1)[0]
+        bearer = user_token(key, f"user:default/{member.nickname}")
+        before = sim.stats()["calls_total"]
+        answer = client.post(
+            path, json={"branch": "main"}, headers={"Authorization": f"Bearer {bearer}"}
+        )
+        assert answer.status_code == 400, answer.json
+        assert answer.json["error"] == "not_supported"
+        assert "Data Center has no Pipelines" in answer.json["message"]
+        assert client.post(path, json={"branch": "main"}).status_code == 401
+        assert sim.stats()["calls_total"] == before  # Bitbucket was never asked
+    (refused,) = audits(rt, "pipeline_trigger_refused")
+    assert refused.detail["status"] == 400 and refused.workspace == repo.full_name.rsplit("/", 1)[0]

@@ -4,7 +4,9 @@
 Backstage permission policy needs to mirror Bitbucket's access (service token).
 
 `POST /api/repositories/{ws}/{slug}/pipelines` runs a pipeline on behalf of a Backstage user:
-the caller sends the user's Backstage token instead of the service token. Who the user is in
+the caller sends the user's Backstage token instead of the service token. Bitbucket Cloud
+only: a Data Center repository (workspace `{host}/{KEY}`) is answered 400, as Data Center has
+no Pipelines. Who the user is in
 Bitbucket comes only from the workspace's member list (`app/web/identity.py`), and only write
 (or admin) access, directly or through a group, lets the trigger through.
 
@@ -307,13 +309,19 @@ def _cut(text: str) -> str:
     return text if len(text) <= AUDIT_TEXT_MAX else text[:AUDIT_TEXT_MAX] + "…"
 
 
-@access_api.post("/repositories/<workspace>/<slug>/pipelines")
+# A Data Center repository's workspace is `{host}/{KEY}`: matched here so it gets a clear answer.
+@access_api.post("/repositories/<path:workspace>/<slug>/pipelines")
 @documented(
     summary="Run a pipeline for a Backstage user",
     auth="user",
     body=TriggerSchema,
     responses={
         201: Reply(TriggeredPipelineSchema, "Bitbucket started the pipeline"),
+        400: Reply(
+            ErrorSchema,
+            "Invalid body, or a Bitbucket Data Center repository (workspace `{host}/{KEY}`): "
+            "Data Center has no Pipelines",
+        ),
         403: Reply(ErrorSchema, "The user has no write access to the repository"),
         404: NOT_KNOWN,
         422: Reply(ErrorSchema, "Bitbucket refused the request (e.g. no such branch)"),
@@ -339,6 +347,13 @@ def trigger_pipeline(workspace: str, slug: str) -> Any:
     detail: dict[str, Any] = {"repository": _cut(f"{workspace}/{slug}")}
     with rt.sessions() as session:
         try:
+            if "/" in workspace:
+                raise Refused(
+                    400,
+                    "not_supported",
+                    f"{workspace}/{slug} is a Bitbucket Data Center repository: Data Center "
+                    "has no Pipelines (run its builds in the CI server that reports to it)",
+                )
             try:
                 body = _trigger_schema.load(request.get_json(silent=True) or {})
             except ValidationError as exc:
