@@ -195,6 +195,46 @@ def test_refused_admin_endpoints_keep_everything(
     assert audits(user_rt, "group_removed") == []
 
 
+def test_a_refused_user_listing_removes_no_one(
+    dc_people: tuple[SimProcess, Runtime, Runtime],
+) -> None:
+    sim, rt, _ = dc_people
+    first = sync_people(rt)
+    users = set(live(rt, "User"))
+    fault = {"path_contains": "/rest/api/latest/users", "status": 403, "times": 3}
+    assert sim.admin("POST", "faults", json=fault).status_code == 201
+    run = sync_people(rt)
+    assert run.status == "succeeded" and run.error is None
+    assert run.counts["members"] == "unavailable"
+    assert any(w.startswith("users skipped") for w in run.counts["warnings"])
+    assert run.counts["groups"] == first.counts["groups"]
+    assert set(live(rt, "User")) == users
+    assert audits(rt, "member_removed") == []
+    with rt.sessions() as session:
+        assert all(m.removed_at is None for m in session.scalars(select(WorkspaceMember)))
+
+
+def test_a_deleted_group_is_removed_and_its_grants_revoked_with_audit_rows(
+    dc_people: tuple[SimProcess, Runtime, Runtime],
+) -> None:
+    sim, rt, _ = dc_people
+    sync_people(rt)
+    with rt.sessions() as session:
+        slugs = sorted(g.slug for g in session.scalars(select(BitbucketGroup)))
+    assert len(slugs) >= 3
+    gone = slugs[0]
+    held = [g for g in grants(rt) if g.principal_type == "group" and g.principal == gone]
+    assert held
+    assert sim.admin("DELETE", f"groups/{gone}").status_code == 204
+    run = sync_people(rt)
+    assert run.error is None, run.error
+    assert [r.subject for r in audits(rt, "group_removed")] == [gone]
+    revoked = audits(rt, "permission_revoked")
+    assert len(revoked) == len(held) == run.counts["revoked_permissions"]
+    assert all(r.subject == gone and r.detail["principal_type"] == "group" for r in revoked)
+    assert f"group-{gone}" not in live(rt, "Group")
+
+
 def test_removing_most_users_at_once_is_refused(
     dc_people: tuple[SimProcess, Runtime, Runtime],
 ) -> None:
