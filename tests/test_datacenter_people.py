@@ -134,6 +134,10 @@ def test_users_groups_and_grants_are_mirrored(
     assert {i["repository"] for i in mine["items"]} >= {r.full_name for r in repos}
     assert mine["groups"]  # group grants of the server's groups are found too
     assert any(i["principal_type"] == "group" for i in mine["items"])
+    theirs = client.get(f"/api/repositories/{repos[0].full_name}/permissions").json["items"]
+    assert any(i["principal"] == admin_id and i["permission"] == "admin" for i in theirs)
+    assert any(i["principal_type"] == "group" for i in theirs)
+    assert client.get(f"/api/repositories/{host}/NOPE/x/permissions").status_code == 404
     assert sim.stats()["calls"]["permissions"] > 0
 
 

@@ -194,7 +194,8 @@ def permissions() -> Any:
         )
 
 
-@access_api.get("/repositories/<workspace>/<slug>/permissions")
+# `<path:…>`: a Data Center repository's workspace is `{host}/{KEY}`.
+@access_api.get("/repositories/<path:workspace>/<slug>/permissions")
 @documented(
     summary="Who may access a repository",
     auth="api",
