@@ -2,8 +2,8 @@
 entity being served at `GET /catalog/entities`, with the whole system running for real.
 
 The system is started as `tests/test_webhook_flow.py` starts it: a fresh PostgreSQL database
-(migrated with `python -m alembic upgrade head`), a Redis database of the benchmark's own
-(flushed), the simulator (`bitbucket_sim`, 60 repositories, seed 21) with bbsync's hook
+(a copy of the migrated template, `bench/databases.py`), a Redis database of the benchmark's
+own (flushed), the simulator (`bitbucket_sim`, 60 repositories, seed 21) with bbsync's hook
 registered through its hooks API, an initial full sync (`WorkspaceSync`), gunicorn serving
 `app.web.wsgi:app` (`--workers 2`, sync) and a real Celery worker (`--concurrency 2`,
 queues events,sync,default). bbsync runs with its default settings (so the push coalescing
@@ -63,9 +63,8 @@ from bench.system import (
     flush_redis,
     free_port,
     gunicorn_args,
-    migrate,
+    migrated_database,
     percentile,
-    postgres_database,
     wait_until,
 )
 from bitbucket_sim.testing import SimProcess
@@ -302,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     rt: Runtime | None = None
     try:
         with (
-            postgres_database() as database_url,
+            migrated_database() as database_url,
             SimProcess(
                 workspace=WORKSPACE,
                 repos=60,
@@ -312,7 +311,6 @@ def main(argv: list[str] | None = None) -> None:
             ) as sim,
             Processes(logs) as procs,
         ):
-            migrate(database_url)
             port = free_port()
             web_url = f"http://127.0.0.1:{port}"
             env = bbsync_env(database_url, sim.api_url)

@@ -59,9 +59,8 @@ from bench.system import (
     flush_redis,
     free_port,
     gunicorn_args,
-    migrate,
+    migrated_database,
     percentile,
-    postgres_database,
     wait_until,
 )
 from bitbucket_sim.testing import SimProcess
@@ -448,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     flush_redis()
     try:
         with (
-            postgres_database() as database_url,
+            migrated_database() as database_url,
             SimProcess(
                 workspace=WORKSPACE,
                 repos=20,
@@ -465,7 +464,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"  payloads: real simulator push bodies for {len(templates)} repositories, "
                 f"~{size / len(templates) / 1024:.1f} KB each"
             )
-            migrate(database_url)
             baseline = run_baseline(procs, templates, args)
             bbsync = run_bbsync(procs, templates, args, database_url, sim.api_url)
             report(bbsync, baseline, args)

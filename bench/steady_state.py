@@ -42,7 +42,7 @@ from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, PullRequest, Repository, SyncRun, SyncStatus, utcnow
 from app.sync.activity import CALLS_PER_REPOSITORY, activity_coverage
 from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
-from bench.system import Processes, flush_redis, migrate, postgres_database
+from bench.system import Processes, flush_redis, migrated_database
 from bitbucket_sim.testing import SimProcess
 
 REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -236,7 +236,7 @@ def measure(size: int, quiet_hours: int, change_hours: int, grace_hours: int) ->
     flush_redis(REDIS_URL)
     with (
         tempfile.TemporaryDirectory() as folder,
-        postgres_database() as database_url,
+        migrated_database() as database_url,
         SimProcess(
             workspace=WORKSPACE,
             repos=size,
@@ -248,7 +248,6 @@ def measure(size: int, quiet_hours: int, change_hours: int, grace_hours: int) ->
         ) as sim,
         Processes(Path(folder)) as procs,
     ):
-        migrate(database_url)
         bench = Bench(size, database_url, sim, folder)
         env = bbsync_env(database_url, sim.api_url, folder)
         procs.start("worker", celery("worker", folder), env)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 import requests
@@ -28,6 +27,7 @@ from app.runtime import Runtime
 from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
 from app.task_names import REQUEUE_DELIVERIES, enqueue, producer
+from bench import databases
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import API_TOKEN, PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
 from tests.fault_support import PrivateRabbit
@@ -119,13 +119,11 @@ def system(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterato
 def running_system(
     logs: Path, extra_env: dict[str, str] | None = None, broker_url: str = REDIS_TEST_URL
 ) -> Iterator[System]:
-    """bbsync (gunicorn web + Celery worker) on a fresh PostgreSQL database and the simulator;
+    """bbsync (gunicorn web + Celery worker) on a fresh migrated PostgreSQL database (a copy of
+    the migrated template) and the simulator;
     `extra_env` adds settings (e.g. the Backstage JWKS URL of a backend started later)."""
     name = f"bbsync_flow_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    migrate(database_url)
+    database_url = databases.create_migrated(PG_ADMIN_URL, name)
     redis.Redis.from_url(REDIS_TEST_URL).flushdb()
     port = free_port()
     web_url = f"http://127.0.0.1:{port}"
@@ -214,8 +212,7 @@ def running_system(
                 except subprocess.TimeoutExpired:
                     process.kill()
             rt.engine.dispose()
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            databases.drop(PG_ADMIN_URL, name)
 
 
 def _answers(url: str) -> bool:

@@ -114,22 +114,21 @@ def worker_env(sim: SimProcess, database_url: str, redis_url: str, **extra: str)
 
 def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=120, access_token="sim-token")
-    start_worker(worker_env(sim, postgres_url, redis_url))
+    start_worker(worker_env(sim, migrated_postgres_url, redis_url))
     enqueue(producer(redis_url), SYNC_ALL_WORKSPACES)
-    listing = wait_for_run(postgres_url, "succeeded")
+    listing = wait_for_run(migrated_postgres_url, "succeeded")
     assert listing.workspace == "acme"
     assert listing.counts["seen"] == 120
     assert listing.api_calls == 2
-    catalog = wait_for_run(postgres_url, "succeeded", kind="catalog")
+    catalog = wait_for_run(migrated_postgres_url, "succeeded", kind="catalog")
     assert catalog.counts["checked"] == 120
     assert listing.api_calls + catalog.api_calls == sim.stats()["calls_total"]
-    assert count_repositories(postgres_url) == 120
+    assert count_repositories(migrated_postgres_url) == 120
     # The worker's task signals counted the runs in Redis, for /metrics.
     client = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 15
@@ -138,7 +137,7 @@ def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
     figures = task_figures(client)
     assert figures["bbsync.sync.workspace"]["runs"] >= 1
     assert figures["bbsync.sync.all_workspaces"]["runs"] >= 1
-    engine = make_engine(postgres_url)
+    engine = make_engine(migrated_postgres_url)
     try:
         with make_session_factory(engine)() as session:
             components = session.scalars(
@@ -151,15 +150,14 @@ def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
 
 def test_a_task_out_of_budget_retries_later_and_resumes(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=250, access_token="sim-token")
     env = worker_env(
         sim,
-        postgres_url,
+        migrated_postgres_url,
         redis_url,
         BITBUCKET_RATE_LIMIT_PER_HOUR="2",
         BITBUCKET_RATE_RESERVE_PERCENT="0",
@@ -168,12 +166,12 @@ def test_a_task_out_of_budget_retries_later_and_resumes(
     )
     start_worker(env)
     enqueue(producer(redis_url), "bbsync.sync.repositories", "acme")
-    paused = wait_for_run(postgres_url, "paused", timeout=60)
+    paused = wait_for_run(migrated_postgres_url, "paused", timeout=60)
     assert paused.counts["seen"] == 200
-    run = wait_for_run(postgres_url, "succeeded", timeout=60)
+    run = wait_for_run(migrated_postgres_url, "succeeded", timeout=60)
     assert run.id == paused.id
     assert run.counts["seen"] == 250
-    assert count_repositories(postgres_url) == 250
+    assert count_repositories(migrated_postgres_url) == 250
     assert sim.stats()["calls_total"] == 3
 
 
