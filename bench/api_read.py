@@ -49,6 +49,7 @@ import psycopg
 import requests
 
 from bench.ingress import tree_cpu
+from bench.processes import gunicorn
 from bench.system import (
     WORKSPACE,
     Processes,
@@ -56,7 +57,6 @@ from bench.system import (
     bbsync_env,
     flush_redis,
     free_port,
-    gunicorn_args,
     migrated_database,
     percentile,
     wait_until,
@@ -481,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
             port = free_port()
             procs.start(
                 "web",
-                gunicorn_args(port, args.web_workers, "app.web.wsgi:app"),
+                gunicorn(port, args.web_workers, "app.web.wsgi:app"),
                 bbsync_env(
                     database_url,
                     sim.api_url,

@@ -33,7 +33,6 @@ Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on 127.0.0.1
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import uuid
@@ -52,6 +51,7 @@ from app.config import settings_from_env
 from app.models import Repository, WebhookDelivery
 from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
+from bench.processes import celery_worker, gunicorn
 from bench.system import (
     REDIS_URL,
     SECRET,
@@ -62,7 +62,6 @@ from bench.system import (
     bbsync_env,
     flush_redis,
     free_port,
-    gunicorn_args,
     migrated_database,
     percentile,
     wait_until,
@@ -329,27 +328,8 @@ def main(argv: list[str] | None = None) -> None:
             ).raise_for_status()
             with rt.sessions() as session:
                 WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run(WORKSPACE)
-            procs.start("web", gunicorn_args(port, 2, "app.web.wsgi:app"), env)
-            procs.start(
-                "worker",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.main",
-                    "worker",
-                    "--queues",
-                    "events,sync,default",
-                    "--concurrency",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel",
-                    "INFO",
-                ],
-                env,
-            )
+            procs.start("web", gunicorn(port, 2, "app.web.wsgi:app"), env)
+            procs.start("worker", celery_worker(2), env)
             wait_until(lambda: answers(f"{web_url}/healthz"), 30, "gunicorn answering")
             wait_until(lambda: " ready." in procs.log("worker"), 60, "Celery worker ready")
             procs.check_alive("worker")

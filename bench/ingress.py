@@ -48,6 +48,7 @@ import redis
 import requests
 from flask import Flask, request
 
+from bench.processes import gunicorn
 from bench.system import (
     REDIS_URL,
     SECRET,
@@ -58,7 +59,6 @@ from bench.system import (
     bbsync_env,
     flush_redis,
     free_port,
-    gunicorn_args,
     migrated_database,
     percentile,
     wait_until,
@@ -288,7 +288,7 @@ def run_baseline(
     port = free_port()
     procs.start(
         "baseline",
-        gunicorn_args(port, args.web_workers, "bench.ingress:baseline_app()"),
+        gunicorn(port, args.web_workers, "bench.ingress:baseline_app()"),
         {"BENCH_BASELINE_REDIS_URL": REDIS_URL},
     )
     base = f"http://127.0.0.1:{port}"
@@ -316,7 +316,7 @@ def run_bbsync(
     port = free_port()
     procs.start(
         "web",
-        gunicorn_args(port, args.web_workers, "app.web.wsgi:app"),
+        gunicorn(port, args.web_workers, "app.web.wsgi:app"),
         bbsync_env(database_url, api_url),
     )
     base = f"http://127.0.0.1:{port}"

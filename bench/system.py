@@ -14,7 +14,6 @@ import math
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,6 @@ import requests
 from bench import databases
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("BBSYNC_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BBSYNC_BENCH_E2E_REDIS", "redis://127.0.0.1:6379/12")
 SECRET = "bench-secret"
@@ -78,20 +76,6 @@ def bbsync_env(database_url: str, api_url: str, **extra: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         **extra,
     }
-
-
-def gunicorn_args(port: int, workers: int, app: str) -> list[str]:
-    """Sync workers, as the Procfile's `web` process (no access log: it would cost CPU)."""
-    return [
-        str(BIN / "gunicorn"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--timeout",
-        "30",
-        app,
-    ]
 
 
 def answers(url: str) -> bool:

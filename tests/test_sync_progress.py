@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from app.sync.liveness import RunWatch
 from app.sync.runs import lost_runs, resumable_run
 from app.task_names import SYNC_WORKSPACE, enqueue, producer
 from app.web import create_app
+from bench.processes import celery_beat
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import REDIS_TEST_URL as BBSYNC_TEST_REDIS
 from tests.conftest import ROOT, make_settings, migrate, run_bbsync
@@ -77,18 +77,7 @@ def start_beat(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess
     def start(env: dict[str, str]) -> subprocess.Popen[str]:
         log = open(tmp_path / "beat.log", "w")  # noqa: SIM115
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.main",
-                "beat",
-                "--schedule",
-                str(tmp_path / "beat-schedule"),
-                "--loglevel",
-                "INFO",
-            ],
+            celery_beat(tmp_path / "beat-schedule"),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log,

@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
 from app.task_names import REQUEUE_DELIVERIES, enqueue, producer
 from bench import databases
+from bench.processes import celery_worker, gunicorn
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import API_TOKEN, PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
 from tests.fault_support import PrivateRabbit
@@ -162,43 +162,8 @@ def running_system(
         ).raise_for_status()
         with rt.sessions() as session:
             WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
-        bin_dir = Path(sys.executable).parent
-        processes.append(
-            start(
-                [
-                    str(bin_dir / "gunicorn"),
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "2",
-                    "app.web.wsgi:app",
-                ],
-                env,
-                logs / "web.log",
-            )
-        )
-        processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.main",
-                    "worker",
-                    "--queues",
-                    "events,sync,default",
-                    "--concurrency",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel",
-                    "INFO",
-                ],
-                env,
-                logs / "worker.log",
-            )
-        )
+        processes.append(start(gunicorn(port), env, logs / "web.log"))
+        processes.append(start(celery_worker(2), env, logs / "worker.log"))
         system = System(sim, web_url, rt, env, logs)
         system.wait_for(lambda: _answers(f"{web_url}/healthz"), 30)
         try:
@@ -301,18 +266,7 @@ def test_deliveries_arriving_while_the_broker_is_down_are_all_processed(
         if h["url"].startswith(system.web_url)
     )
     main_hook_url = f"{hooks}/{main_hook['uuid']}"
-    web = start(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "app.web.wsgi:app",
-        ],
-        env,
-        tmp_path / "web-nobroker.log",
-    )
+    web = start(gunicorn(port, workers=1), env, tmp_path / "web-nobroker.log")
     try:
         system.wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
         # Only the broker-less web process hears about these pushes.

@@ -13,7 +13,6 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -33,6 +32,7 @@ from app.models import WebhookDelivery
 from app.outbox import SPOOL_KEY
 from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
+from bench.processes import celery_worker, gunicorn
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
 from tests.private_services import PrivatePostgres, PrivateRedis, free_port
@@ -87,20 +87,13 @@ class Processes:
 
     def web(self, env: dict[str, str]) -> str:
         port = free_port()
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        args = [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "2", "app.web.wsgi:app"]
-        self.start("web", args, env)
+        self.start("web", gunicorn(port), env)
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(f"{url}/healthz"), 60, "gunicorn answers")
         return url
 
     def worker_with_beat(self, env: dict[str, str]) -> None:
-        args = [
-            sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--beat",
-            "--schedule", str(self.logs / "beat-schedule"), "--queues", "events,sync,default",
-            "--concurrency", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-        ]  # fmt: skip
-        self.start("worker", args, env)
+        self.start("worker", celery_worker(2, beat_schedule=self.logs / "beat-schedule"), env)
 
     def stop(self) -> None:
         for process in self.started:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, Repository, SyncRun
 from app.ops.telemetry import task_figures
 from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
+from bench.processes import celery_worker
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
 
@@ -31,24 +31,7 @@ def start_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
     def start(env: dict[str, str]) -> subprocess.Popen[str]:
         log = open(tmp_path / f"worker-{len(workers)}.log", "w")  # noqa: SIM115
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.main",
-                "worker",
-                "--queues",
-                "events,sync,default",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--hostname",
-                f"test{len(workers)}@%h",
-            ],
+            celery_worker(1, hostname=f"test{len(workers)}@%h"),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log,
