@@ -246,6 +246,7 @@ def test_requeue_never_puts_a_processed_delivery_back(
     start_worker(env)
     wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) >= 2, 90, "both workers ready")
     ids = store_deliveries(rt, sim, 300, DeliveryStatus.PENDING, timedelta(minutes=5))
+    requeues = runs(redis_url, REQUEUE_DELIVERIES)
     enqueue(producer(redis_url), REQUEUE_DELIVERIES)
 
     def settled() -> bool:
@@ -253,7 +254,8 @@ def test_requeue_never_puts_a_processed_delivery_back(
         return all(r.processed_at is not None for r in rows)
 
     wait_until(settled, 180, "every delivery processed")
-    time.sleep(1)  # a requeue still finishing its update would show now
+    # The requeue has returned: an update of its own still to come would show now.
+    wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) > requeues, 60, "the requeue done")
     rows = statuses(rt, ids)
     reverted = [i for i, r in rows.items() if r.status != DeliveryStatus.PROCESSED.value]
     assert reverted == []

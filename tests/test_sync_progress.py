@@ -28,6 +28,7 @@ from bench.processes import celery_beat
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import REDIS_TEST_URL as BBSYNC_TEST_REDIS
 from tests.conftest import ROOT, make_settings, migrate, run_bbsync
+from tests.fault_support import wait_until
 from tests.test_worker import WorkerFactory, start_worker, worker_env
 
 __all__ = ["start_worker"]  # the fixture, imported for this module's tests
@@ -46,18 +47,6 @@ def runs(database_url: str, **where: Any) -> list[SyncRun]:
             return list(session.scalars(query))
     finally:
         engine.dispose()
-
-
-def wait_until(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
 
 
 def pool_children(worker: subprocess.Popen[str]) -> list[int]:

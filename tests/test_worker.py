@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
 from bench.processes import celery_worker
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
+from tests.fault_support import wait_until
 
 WorkerFactory = Callable[[dict[str, str]], subprocess.Popen[str]]
 
@@ -58,19 +58,17 @@ def wait_for_run(
 ) -> SyncRun:
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
-    deadline = time.monotonic() + timeout
+
+    def reached() -> SyncRun | None:
+        with sessions() as session:
+            return session.scalars(
+                select(SyncRun).where(SyncRun.status == status, SyncRun.kind == kind)
+            ).first()
+
     try:
-        while time.monotonic() < deadline:
-            with sessions() as session:
-                run = session.scalars(
-                    select(SyncRun).where(SyncRun.status == status, SyncRun.kind == kind)
-                ).first()
-                if run is not None:
-                    return run
-            time.sleep(0.3)
+        return wait_until(reached, timeout, f"a {kind} sync run {status}", interval=0.3)
     finally:
         engine.dispose()
-    raise AssertionError(f"no sync run reached {status!r} within {timeout}s")
 
 
 def count_repositories(database_url: str) -> int:
@@ -114,9 +112,8 @@ def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
     assert count_repositories(migrated_postgres_url) == 120
     # The worker's task signals counted the runs in Redis, for /metrics.
     client = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + 15
-    while "bbsync.sync.workspace" not in task_figures(client) and time.monotonic() < deadline:
-        time.sleep(0.2)  # recorded just after the task returns
+    # Recorded just after the task returns.
+    wait_until(lambda: "bbsync.sync.workspace" in task_figures(client), 15, "task figures")
     figures = task_figures(client)
     assert figures["bbsync.sync.workspace"]["runs"] >= 1
     assert figures["bbsync.sync.all_workspaces"]["runs"] >= 1
@@ -185,12 +182,12 @@ def test_the_retention_task_prunes_the_change_log_through_a_real_worker(
             session.commit()
         start_worker(worker_env(sim, sqlite_url, redis_url))
         enqueue(producer(redis_url), PRUNE_ACTIVITY)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+
+        def floor_moved() -> int:
             with sessions() as session:
-                if change_floor(session):
-                    break
-            time.sleep(0.3)
+                return change_floor(session)
+
+        wait_until(floor_moved, 90, "the change floor moved", interval=0.3)
         with sessions() as session:
             assert change_floor(session) == 2  # the newest old change is the floor now
             assert session.scalars(select(CatalogChange.entity_id)).all() == [None]
