@@ -1,7 +1,7 @@
 """Read API: repository health lookups per second at 10,000 repositories, on PostgreSQL, and
 the Bitbucket calls the same page views would cost a Backstage plugin calling Bitbucket live.
 
-A fresh PostgreSQL database (migrated with `python -m alembic upgrade head`) is filled
+A fresh PostgreSQL database (a copy of the migrated template, `bench/databases.py`) is filled
 directly with COPY: one workspace (`acme`), 50 projects, `--repos` repositories (default
 10,000), each with `--prs` pull requests (default 50: 3 to 7 OPEN, the rest MERGED, DECLINED
 or SUPERSEDED), `--pipelines` Pipelines runs (default 20: COMPLETED on `main`, ~85 %
@@ -49,6 +49,7 @@ import psycopg
 import requests
 
 from bench.ingress import tree_cpu
+from bench.processes import gunicorn
 from bench.system import (
     WORKSPACE,
     Processes,
@@ -56,10 +57,8 @@ from bench.system import (
     bbsync_env,
     flush_redis,
     free_port,
-    gunicorn_args,
-    migrate,
+    migrated_database,
     percentile,
-    postgres_database,
     wait_until,
 )
 from bitbucket_sim.testing import SimProcess
@@ -473,17 +472,16 @@ def main(argv: list[str] | None = None) -> None:
     flush_redis(REDIS_URL)
     try:
         with (
-            postgres_database() as database_url,
+            migrated_database() as database_url,
             SimProcess(workspace=WORKSPACE, repos=1, access_token="t") as sim,
             Processes(logs) as procs,
         ):
-            migrate(database_url)
             data = fill(database_url, args.repos, args.prs, args.pipelines, args.seed)
             print(f"  loaded in {data.seconds:.1f} s", flush=True)
             port = free_port()
             procs.start(
                 "web",
-                gunicorn_args(port, args.web_workers, "app.web.wsgi:app"),
+                gunicorn(port, args.web_workers, "app.web.wsgi:app"),
                 bbsync_env(
                     database_url,
                     sim.api_url,

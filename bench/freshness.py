@@ -2,8 +2,8 @@
 entity being served at `GET /catalog/entities`, with the whole system running for real.
 
 The system is started as `tests/test_webhook_flow.py` starts it: a fresh PostgreSQL database
-(migrated with `python -m alembic upgrade head`), a Redis database of the benchmark's own
-(flushed), the simulator (`bitbucket_sim`, 60 repositories, seed 21) with bbsync's hook
+(a copy of the migrated template, `bench/databases.py`), a Redis database of the benchmark's
+own (flushed), the simulator (`bitbucket_sim`, 60 repositories, seed 21) with bbsync's hook
 registered through its hooks API, an initial full sync (`WorkspaceSync`), gunicorn serving
 `app.web.wsgi:app` (`--workers 2`, sync) and a real Celery worker (`--concurrency 2`,
 queues events,sync,default). bbsync runs with its default settings (so the push coalescing
@@ -33,7 +33,6 @@ Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on 127.0.0.1
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import uuid
@@ -52,6 +51,7 @@ from app.config import settings_from_env
 from app.models import Repository, WebhookDelivery
 from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
+from bench.processes import celery_worker, gunicorn
 from bench.system import (
     REDIS_URL,
     SECRET,
@@ -62,10 +62,8 @@ from bench.system import (
     bbsync_env,
     flush_redis,
     free_port,
-    gunicorn_args,
-    migrate,
+    migrated_database,
     percentile,
-    postgres_database,
     wait_until,
 )
 from bitbucket_sim.testing import SimProcess
@@ -302,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     rt: Runtime | None = None
     try:
         with (
-            postgres_database() as database_url,
+            migrated_database() as database_url,
             SimProcess(
                 workspace=WORKSPACE,
                 repos=60,
@@ -312,7 +310,6 @@ def main(argv: list[str] | None = None) -> None:
             ) as sim,
             Processes(logs) as procs,
         ):
-            migrate(database_url)
             port = free_port()
             web_url = f"http://127.0.0.1:{port}"
             env = bbsync_env(database_url, sim.api_url)
@@ -331,27 +328,8 @@ def main(argv: list[str] | None = None) -> None:
             ).raise_for_status()
             with rt.sessions() as session:
                 WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run(WORKSPACE)
-            procs.start("web", gunicorn_args(port, 2, "app.web.wsgi:app"), env)
-            procs.start(
-                "worker",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.main",
-                    "worker",
-                    "--queues",
-                    "events,sync,default",
-                    "--concurrency",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel",
-                    "INFO",
-                ],
-                env,
-            )
+            procs.start("web", gunicorn(port, 2, "app.web.wsgi:app"), env)
+            procs.start("worker", celery_worker(2), env)
             wait_until(lambda: answers(f"{web_url}/healthz"), 30, "gunicorn answering")
             wait_until(lambda: " ready." in procs.log("worker"), 60, "Celery worker ready")
             procs.check_alive("worker")

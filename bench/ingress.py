@@ -48,6 +48,7 @@ import redis
 import requests
 from flask import Flask, request
 
+from bench.processes import gunicorn
 from bench.system import (
     REDIS_URL,
     SECRET,
@@ -58,10 +59,8 @@ from bench.system import (
     bbsync_env,
     flush_redis,
     free_port,
-    gunicorn_args,
-    migrate,
+    migrated_database,
     percentile,
-    postgres_database,
     wait_until,
 )
 from bitbucket_sim.testing import SimProcess
@@ -289,7 +288,7 @@ def run_baseline(
     port = free_port()
     procs.start(
         "baseline",
-        gunicorn_args(port, args.web_workers, "bench.ingress:baseline_app()"),
+        gunicorn(port, args.web_workers, "bench.ingress:baseline_app()"),
         {"BENCH_BASELINE_REDIS_URL": REDIS_URL},
     )
     base = f"http://127.0.0.1:{port}"
@@ -317,7 +316,7 @@ def run_bbsync(
     port = free_port()
     procs.start(
         "web",
-        gunicorn_args(port, args.web_workers, "app.web.wsgi:app"),
+        gunicorn(port, args.web_workers, "app.web.wsgi:app"),
         bbsync_env(database_url, api_url),
     )
     base = f"http://127.0.0.1:{port}"
@@ -448,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     flush_redis()
     try:
         with (
-            postgres_database() as database_url,
+            migrated_database() as database_url,
             SimProcess(
                 workspace=WORKSPACE,
                 repos=20,
@@ -465,7 +464,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"  payloads: real simulator push bodies for {len(templates)} repositories, "
                 f"~{size / len(templates) / 1024:.1f} KB each"
             )
-            migrate(database_url)
             baseline = run_baseline(procs, templates, args)
             bbsync = run_bbsync(procs, templates, args, database_url, sim.api_url)
             report(bbsync, baseline, args)

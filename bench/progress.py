@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,24 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select
 
 from app.db import make_engine, make_session_factory
 from app.models import SyncRun
 from app.task_names import SYNC_WORKSPACE, enqueue, producer
+from bench.databases import migrate
+from bench.processes import celery_beat, celery_worker
 from bitbucket_sim.testing import SimProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-
-
-def _migrate(database_url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", database_url)
-    command.upgrade(config, "head")
 
 
 def _runs(database_url: str, **where: Any) -> list[SyncRun]:
@@ -69,10 +61,10 @@ class Processes:
         self.logs = logs
         self.started: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{args[0]}-{len(self.started)}.log", "wb")  # noqa: SIM115
+    def start(self, role: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{role}-{len(self.started)}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.main", *args],
+            args,
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -83,7 +75,7 @@ class Processes:
         return process
 
     def worker(self) -> subprocess.Popen[bytes]:
-        return self.start("worker", "-Q", "events,sync,default", "-c", "1", "--without-gossip")
+        return self.start("worker", celery_worker(1))
 
     def stop(self) -> None:
         for process in self.started:
@@ -110,7 +102,7 @@ def _env(sim: SimProcess, database_url: str) -> dict[str, str]:
 
 def tight_window(tmp: Path, discovery: str) -> None:
     database_url = f"sqlite:///{tmp / f'tight-{discovery}.db'}"
-    _migrate(database_url)
+    migrate(database_url)
     options = {"rate_limit": "40/m", "raw_rate_limit": "40/m", "retry_after": 20}
     with SimProcess(repos=80, seed=3, access_token="t", **options) as sim:
         env = {**_env(sim, database_url), "BBSYNC_DISCOVERY": discovery}
@@ -135,7 +127,7 @@ def tight_window(tmp: Path, discovery: str) -> None:
 
 def killed_worker(tmp: Path, repos: int = 3000) -> None:
     database_url = f"sqlite:///{tmp / 'killed.db'}"
-    _migrate(database_url)
+    migrate(database_url)
     with SimProcess(repos=repos, seed=4, access_token="t") as sim:
         processes = Processes(_env(sim, database_url), tmp)
         try:
@@ -150,7 +142,7 @@ def killed_worker(tmp: Path, repos: int = 3000) -> None:
             os.killpg(worker.pid, signal.SIGKILL)
             killed = time.monotonic()
             processes.worker()
-            processes.start("beat", "--schedule", str(tmp / "beat-schedule"))
+            processes.start("beat", celery_beat(tmp / "beat-schedule"))
             _wait(lambda: len(_runs(database_url, kind="catalog")) > 1, 900)
             resumed = time.monotonic() - killed
             _wait(lambda: _runs(database_url, kind="catalog", status="succeeded"), 900)

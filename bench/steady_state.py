@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -42,7 +41,8 @@ from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, PullRequest, Repository, SyncRun, SyncStatus, utcnow
 from app.sync.activity import CALLS_PER_REPOSITORY, activity_coverage
 from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
-from bench.system import Processes, flush_redis, migrate, postgres_database
+from bench.processes import celery_beat, celery_worker
+from bench.system import Processes, flush_redis, migrated_database
 from bitbucket_sim.testing import SimProcess
 
 REDIS_URL = os.environ.get("BBSYNC_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -71,17 +71,6 @@ def bbsync_env(database_url: str, api_url: str, folder: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "WARNING",
     }
-
-
-def celery(role: str, folder: str) -> list[str]:
-    args = [sys.executable, "-m", "celery", "-A", "workers.main", role, "--loglevel", "WARNING"]
-    if role == "beat":
-        return [*args, "--schedule", f"{folder}/beat"]
-    return [
-        *args,
-        *("--queues", "events,sync,default", "--concurrency", "2"),
-        *("--without-gossip", "--without-mingle", "--hostname", f"steady{os.getpid()}@%h"),
-    ]
 
 
 @dataclass
@@ -236,7 +225,7 @@ def measure(size: int, quiet_hours: int, change_hours: int, grace_hours: int) ->
     flush_redis(REDIS_URL)
     with (
         tempfile.TemporaryDirectory() as folder,
-        postgres_database() as database_url,
+        migrated_database() as database_url,
         SimProcess(
             workspace=WORKSPACE,
             repos=size,
@@ -248,11 +237,11 @@ def measure(size: int, quiet_hours: int, change_hours: int, grace_hours: int) ->
         ) as sim,
         Processes(Path(folder)) as procs,
     ):
-        migrate(database_url)
         bench = Bench(size, database_url, sim, folder)
         env = bbsync_env(database_url, sim.api_url, folder)
-        procs.start("worker", celery("worker", folder), env)
-        procs.start("beat", celery("beat", folder), env)
+        worker = celery_worker(2, loglevel="WARNING", hostname=f"steady{os.getpid()}@%h")
+        procs.start("worker", worker, env)
+        procs.start("beat", celery_beat(f"{folder}/beat", loglevel="WARNING"), env)
         # Beat's first tick comes one interval after it starts: send the first full sync now,
         # as an operator does after installing (`bbsync sync --async`).
         enqueue(producer(REDIS_URL), SYNC_ALL_WORKSPACES)

@@ -1,9 +1,10 @@
 """Shared pieces of the end-to-end benchmarks (`bench.ingress`, `bench.freshness`).
 
-A throwaway PostgreSQL database (`bbsync_bench_<random>`, dropped WITH (FORCE) at the end),
-a Redis database of the benchmarks' own (`BBSYNC_BENCH_E2E_REDIS`, default db 12, flushed),
-migrations through `python -m alembic upgrade head`, and child processes (gunicorn, Celery)
-that are always stopped, each by its own id. Everything talks to 127.0.0.1 only.
+A throwaway PostgreSQL database at the migration head (`bbsync_bench_<random>`, a copy of the
+migrated template of `bench/databases.py`, dropped WITH (FORCE) at the end), a Redis database
+of the benchmarks' own (`BBSYNC_BENCH_E2E_REDIS`, default db 12, flushed), and child
+processes (gunicorn, Celery) that are always stopped, each by its own id. Everything talks to
+127.0.0.1 only.
 Not a benchmark itself; nothing here prints figures.
 """
 
@@ -13,20 +14,18 @@ import math
 import os
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-import psycopg
 import redis
 import requests
 
+from bench import databases
+
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 PG_ADMIN_URL = os.environ.get("BBSYNC_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BBSYNC_BENCH_E2E_REDIS", "redis://127.0.0.1:6379/12")
 SECRET = "bench-secret"
@@ -56,30 +55,12 @@ def flush_redis(url: str = REDIS_URL) -> None:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one run; its SQLAlchemy URL."""
-    name = f"bbsync_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def migrate(database_url: str) -> None:
-    """`alembic upgrade head`, as the Procfile's release phase runs it."""
-    done = subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"alembic upgrade head failed:\n{done.stderr[-3000:]}")
+def migrated_database() -> Iterator[str]:
+    """A fresh PostgreSQL database at the migration head for one run (`bbsync_bench_<random>`,
+    a copy of the template migrated once per migration head, `bench/databases.py`); its
+    SQLAlchemy URL."""
+    with databases.migrated_database(PG_ADMIN_URL, "bbsync_bench") as url:
+        yield url
 
 
 def bbsync_env(database_url: str, api_url: str, **extra: str) -> dict[str, str]:
@@ -95,20 +76,6 @@ def bbsync_env(database_url: str, api_url: str, **extra: str) -> dict[str, str]:
         "LOG_FORMAT": "json",
         **extra,
     }
-
-
-def gunicorn_args(port: int, workers: int, app: str) -> list[str]:
-    """Sync workers, as the Procfile's `web` process (no access log: it would cost CPU)."""
-    return [
-        str(BIN / "gunicorn"),
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--timeout",
-        "30",
-        app,
-    ]
 
 
 def answers(url: str) -> bool:

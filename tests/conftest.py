@@ -4,6 +4,7 @@ real process. Each test gets its own database and a clean Redis database."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -14,11 +15,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 import redis
-from alembic import command
-from alembic.config import Config
 
 from app.config import Settings, settings_from_env
 from app.runtime import Runtime
+from bench import databases
 
 if TYPE_CHECKING:
     from bitbucket_sim.testing import SimProcess
@@ -30,18 +30,14 @@ REDIS_TEST_URL = os.environ.get("BBSYNC_TEST_REDIS", "redis://127.0.0.1:6379/15"
 
 
 def migrate(database_url: str, revision: str = "head") -> None:
-    """Run the Alembic migrations, exactly as the Procfile's release phase does."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", database_url)
-    command.upgrade(config, revision)
+    """Run the Alembic migrations, exactly as the Procfile's release phase does. A test that
+    only needs a database at the head takes `migrated_url` / `migrated_postgres_url` instead,
+    copies of one migrated template (`bench/databases.py`)."""
+    databases.migrate(database_url, revision)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.set_main_option("sqlalchemy.url", database_url)
-    command.downgrade(config, revision)
+    databases.downgrade(database_url, revision)
 
 
 @pytest.fixture
@@ -50,14 +46,36 @@ def postgres_url() -> Iterator[str]:
     name = f"bbsync_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield databases.database_url(PG_ADMIN_URL, name)
+    databases.drop(PG_ADMIN_URL, name)
+
+
+@pytest.fixture
+def migrated_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database at the migration head for one test: a copy of the template
+    migrated once per migration head (`bench/databases.py`)."""
+    with databases.migrated_database(PG_ADMIN_URL, "bbsync_test") as url:
+        yield url
 
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'bbsync.db'}"
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database file at the migration head, migrated once per test session."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "migrated.db"
+    migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def migrated_sqlite_url(sqlite_url: str, sqlite_template: Path, tmp_path: Path) -> str:
+    """`sqlite_url` (the same file) at the migration head: a copy of `sqlite_template`."""
+    shutil.copyfile(sqlite_template, tmp_path / "bbsync.db")
+    return sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,10 +87,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-@pytest.fixture
-def migrated_url(database_url: str) -> str:
-    migrate(database_url)
-    return database_url
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migrated_url(request: pytest.FixtureRequest) -> str:
+    """`database_url` at the migration head: a copy of a migrated template."""
+    fixture = "migrated_sqlite_url" if request.param == "sqlite" else "migrated_postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from app.runtime import Runtime
 from app.sync.people import PeopleSync
 from app.sync.workspace import WorkspaceSync
 from app.web import create_app
+from bench.processes import gunicorn
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT
 from tests.identity_support import ISSUER, jwks_server, new_key, user_token
@@ -413,9 +413,8 @@ def test_under_gunicorn_a_slow_bitbucket_is_answered_before_the_worker_timeout(
         "LOG_FORMAT": "json",
     }
     log = (tmp_path / "web.log").open("w")
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
     web = subprocess.Popen(
-        [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "6", WSGI_APP],
+        gunicorn(port, workers=1, app=WSGI_APP, timeout=6),
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=log,

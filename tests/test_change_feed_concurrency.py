@@ -6,7 +6,6 @@ let the later writer's higher number be read first and the lower one be skipped 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from app.catalog.changes import retire_entities
 from app.models import CatalogEntity, EntitySource
 from app.runtime import Runtime
 from app.sync.entity_writer import EntityWriter
+from tests.fault_support import wait_until
 from tests.test_change_feed import Mirror, component, feed_client, live
 
 RuntimeFactory = Callable[..., Runtime]
@@ -26,14 +26,6 @@ RuntimeFactory = Callable[..., Runtime]
 @pytest.fixture
 def rt(runtime_for: RuntimeFactory, migrated_url: str) -> Runtime:
     return runtime_for(DATABASE_URL=migrated_url)
-
-
-def wait_until(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_a_reader_paging_while_two_writers_commit_misses_nothing(rt: Runtime) -> None:
@@ -111,7 +103,9 @@ def test_a_change_numbered_first_is_served_before_one_committed_first(rt: Runtim
     if rt.engine.dialect.name == "postgresql":
         wait_until(
             lambda: not quick.is_alive() or _waiting_for_advisory_lock(rt),
+            60,
             "the second writer to commit or queue",
+            interval=0.02,
         )
     # Neither change is readable yet: the first is not committed, the second waits for it.
     page: dict[str, Any] = mirror.page(limit=10)

@@ -17,7 +17,6 @@ from app.runtime import Runtime
 from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
 from tests.webhook_support import repository
 
 
@@ -34,7 +33,7 @@ def process(rt: Runtime, event_key: str, body: dict[str, Any]) -> tuple[str, lis
 
 
 def synced(sim: SimProcess, runtime_for: Callable[..., Runtime], database_url: str) -> Runtime:
-    migrate(database_url)
+    """A runtime on `database_url` (already migrated) after a full sync of the simulator."""
     rt = runtime_for(sim, DATABASE_URL=database_url)
     with rt.sessions() as session:
         WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
@@ -47,9 +46,9 @@ def stored(rt: Runtime, uuid_: str) -> Repository:
 
 
 def test_a_main_branch_change_is_read_from_the_api(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     repo = sim.repositories()[0]
     other = next(b for b in repo["branches"] if b != repo["mainbranch"])
     sim.admin("PATCH", f"repos/{repo['slug']}", json={"mainbranch": other})
@@ -67,9 +66,9 @@ def test_a_main_branch_change_is_read_from_the_api(
 
 
 def test_a_rename_is_taken_from_the_payload_without_a_call(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], database_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, database_url)
+    rt = synced(sim, runtime_for, migrated_url)
     repo = sim.repositories()[1]
     payload_repo = {**repository("renamed-here", repo["uuid"], sim.api_url), "name": "Renamed"}
     calls = sim.stats()["calls_total"]
@@ -91,9 +90,9 @@ def test_a_rename_is_taken_from_the_payload_without_a_call(
 
 
 def test_a_transfer_out_of_the_configured_workspaces_retires_the_repository(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     repo = sim.repositories()[2]
     moved = {
         **repository(repo["slug"], repo["uuid"], sim.api_url),
@@ -113,9 +112,9 @@ def test_a_transfer_out_of_the_configured_workspaces_retires_the_repository(
 
 
 def test_a_transfer_within_the_configured_workspaces_refreshes_it(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     repo = sim.repositories()[3]
     summary, scheduled = process(
         rt, "repo:transfer", {"repository": repository(repo["slug"], repo["uuid"], sim.api_url)}
@@ -147,9 +146,9 @@ def deliver(rt: Runtime, event_key: str, body: dict[str, Any], received_at: date
 
 
 def test_an_older_rename_processed_late_does_not_undo_a_newer_one(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], database_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, database_url)
+    rt = synced(sim, runtime_for, migrated_url)
     repo = sim.repositories()[4]
     t0 = utcnow() - timedelta(minutes=5)
 
@@ -166,9 +165,9 @@ def test_an_older_rename_processed_late_does_not_undo_a_newer_one(
 
 
 def test_a_rename_older_than_the_stored_updated_on_is_ignored(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     repo = sim.repositories()[5]
     listed_on = stored(rt, repo["uuid"]).updated_on
     assert listed_on is not None
@@ -188,9 +187,9 @@ def test_a_rename_older_than_the_stored_updated_on_is_ignored(
 
 
 def test_a_late_transfer_out_does_not_retire_a_repository_that_came_back(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     repo = sim.repositories()[6]
     t0 = utcnow() - timedelta(minutes=5)
     back = {"repository": repository(repo["slug"], repo["uuid"], sim.api_url)}
@@ -202,9 +201,9 @@ def test_a_late_transfer_out_does_not_retire_a_repository_that_came_back(
 
 
 def test_a_push_delivered_late_does_not_move_the_head_back(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     repo = sim.repositories()[7]
 
     def push(commit: str, date: str) -> dict[str, Any]:
@@ -221,11 +220,11 @@ def test_a_push_delivered_late_does_not_move_the_head_back(
 
 
 def test_a_deletion_bitbucket_does_not_confirm_removes_nothing(
-    sim: SimProcess, runtime_for: Callable[..., Runtime], sqlite_url: str
+    sim: SimProcess, runtime_for: Callable[..., Runtime], migrated_sqlite_url: str
 ) -> None:
     """The event key is unsigned: a captured body replayed as `repo:deleted` must not retire a
     repository that Bitbucket still has; a real deletion still does."""
-    rt = synced(sim, runtime_for, sqlite_url)
+    rt = synced(sim, runtime_for, migrated_sqlite_url)
     kept, gone = sim.repositories()[3], sim.repositories()[4]
     body = {"repository": repository(kept["slug"], kept["uuid"], sim.api_url)}
     summary, _ = process(rt, "repo:deleted", body)

@@ -28,7 +28,6 @@ from app.task_names import (
     producer,
 )
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
 from tests.fault_support import PrivateRabbit, PrivateRedis, wait_until
 from tests.test_worker import WorkerFactory, start_worker  # noqa: F401  (fixture)
 from tests.webhook_support import pullrequest_body
@@ -155,13 +154,12 @@ def statuses(rt: Runtime, ids: list[int]) -> dict[int, WebhookDelivery]:
 
 def test_a_worker_holding_a_countdown_task_survives_a_broker_restart(
     broker: Broker,
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    migrate(postgres_url)
-    worker = start_worker(env_for(postgres_url, redis_url, broker.url()))
+    worker = start_worker(env_for(migrated_postgres_url, redis_url, broker.url()))
     # The worker's connect hook sends a requeue: the first run says it is consuming.
     wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) >= 1, 90, "worker ready")
     # A countdown task under acks_late: the worker holds it unacknowledged.
@@ -194,14 +192,13 @@ def test_a_worker_holding_a_countdown_task_survives_a_broker_restart(
 def test_deliveries_held_back_by_a_broker_outage_go_as_soon_as_it_returns(
     broker: Broker,
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=6, access_token="sim-token")
-    env = env_for(postgres_url, redis_url, broker.url(), BITBUCKET_API_URL=sim.api_url)
+    env = env_for(migrated_postgres_url, redis_url, broker.url(), BITBUCKET_API_URL=sim.api_url)
     rt = Runtime(settings_from_env(env))
     worker = start_worker(env)
     wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) >= 1, 90, "worker ready")
@@ -231,14 +228,13 @@ def test_deliveries_held_back_by_a_broker_outage_go_as_soon_as_it_returns(
 
 def test_requeue_never_puts_a_processed_delivery_back(
     sim_factory: Callable[..., SimProcess],
-    database_url: str,
+    migrated_url: str,
     redis_url: str,
     start_worker: WorkerFactory,  # noqa: F811
 ) -> None:
-    migrate(database_url)
     sim = sim_factory(repos=6, access_token="sim-token", rate_limit="100000/h")
     env = env_for(
-        database_url,
+        migrated_url,
         redis_url,
         redis_url,
         BITBUCKET_API_URL=sim.api_url,
@@ -250,6 +246,7 @@ def test_requeue_never_puts_a_processed_delivery_back(
     start_worker(env)
     wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) >= 2, 90, "both workers ready")
     ids = store_deliveries(rt, sim, 300, DeliveryStatus.PENDING, timedelta(minutes=5))
+    requeues = runs(redis_url, REQUEUE_DELIVERIES)
     enqueue(producer(redis_url), REQUEUE_DELIVERIES)
 
     def settled() -> bool:
@@ -257,7 +254,8 @@ def test_requeue_never_puts_a_processed_delivery_back(
         return all(r.processed_at is not None for r in rows)
 
     wait_until(settled, 180, "every delivery processed")
-    time.sleep(1)  # a requeue still finishing its update would show now
+    # The requeue has returned: an update of its own still to come would show now.
+    wait_until(lambda: runs(redis_url, REQUEUE_DELIVERIES) > requeues, 60, "the requeue done")
     rows = statuses(rt, ids)
     reverted = [i for i, r in rows.items() if r.status != DeliveryStatus.PROCESSED.value]
     assert reverted == []
@@ -267,14 +265,13 @@ def test_requeue_never_puts_a_processed_delivery_back(
 
 def test_a_delivery_waiting_for_budget_is_not_sent_again_by_the_requeue(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,  # noqa: F811
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=3, access_token="sim-token")
     env = env_for(
-        postgres_url,
+        migrated_postgres_url,
         redis_url,
         redis_url,
         BITBUCKET_API_URL=sim.api_url,

@@ -25,7 +25,7 @@ from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
 from app.task_names import SYNC_REPOSITORIES, enqueue, producer
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import API_TOKEN, migrate
+from tests.conftest import API_TOKEN
 from tests.fault_support import PrivateRedis, wait_until
 from tests.test_client import oauth_env
 from tests.test_faults_refresh import ingress, install_hook  # noqa: F401  (fixture)
@@ -108,19 +108,18 @@ def test_quota_alerts_and_call_counters_never_fail_a_call(
 
 def test_a_worker_whose_redis_stops_retries_the_sync_and_finishes_it(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     private_redis: PrivateRedis,
     start_worker: WorkerFactory,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=20, oauth_client_id="client-1", oauth_client_secret="shh-1")
     # The broker stays up (the machine's Redis, this test's database); the shared state
     # (budget, OAuth token, counters, results) lives in the private Redis, stopped here.
     worker = start_worker(
         {
-            "DATABASE_URL": postgres_url,
+            "DATABASE_URL": migrated_postgres_url,
             "REDIS_URL": private_redis.url(),
             "CELERY_BROKER_URL": redis_url,
             "BITBUCKET_API_URL": sim.api_url,
@@ -138,7 +137,7 @@ def test_a_worker_whose_redis_stops_retries_the_sync_and_finishes_it(
     wait_until(lambda: "task will retry" in log(), 90, "the sync retrying")
     assert "Redis did not answer" in log()
     private_redis.start()
-    run = wait_for_run(postgres_url, "succeeded", timeout=120)
+    run = wait_for_run(migrated_postgres_url, "succeeded", timeout=120)
     assert run.counts["seen"] == 20
     assert worker.poll() is None
     assert "raised unexpected" not in log()
@@ -146,16 +145,15 @@ def test_a_worker_whose_redis_stops_retries_the_sync_and_finishes_it(
 
 def test_a_push_while_redis_is_down_still_refreshes_the_catalog_once_it_returns(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     private_redis: PrivateRedis,
     start_worker: WorkerFactory,  # noqa: F811
     ingress: Callable[[Runtime], BaseWSGIServer],  # noqa: F811
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=8, seed=5, access_token="sim-token", webhook_retry_delay=0.2)
     env = {
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": migrated_postgres_url,
         "REDIS_URL": private_redis.url(),
         "CELERY_BROKER_URL": redis_url,
         "BITBUCKET_API_URL": sim.api_url,

@@ -22,7 +22,7 @@ from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import API_TOKEN, migrate, run_bbsync
+from tests.conftest import API_TOKEN, run_bbsync
 from tests.fault_support import wait_until
 from tests.test_worker import WorkerFactory, start_worker  # noqa: F401  (fixture)
 from tests.webhook_support import SECRET
@@ -77,16 +77,15 @@ def repository(rt: Runtime, slug: str) -> Repository:
 def test_a_failing_catalog_refresh_is_retried_then_shown_stale_and_mended(
     status: int,
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,  # noqa: F811
     ingress: Callable[[Runtime], BaseWSGIServer],
     tmp_path: Path,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=8, seed=5, access_token="sim-token", webhook_retry_delay=0.2)
     env = {
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": migrated_postgres_url,
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": redis_url,
         "BITBUCKET_API_URL": sim.api_url,

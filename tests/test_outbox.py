@@ -13,7 +13,6 @@ from sqlalchemy import select
 from app.models import WebhookDelivery
 from app.outbox import SPOOL_DEAD_KEY, SPOOL_KEY, DeliverySpool, IncomingDelivery
 from app.runtime import Runtime
-from tests.conftest import migrate
 from tests.webhook_support import encode, repository
 
 
@@ -76,10 +75,9 @@ def test_a_drain_with_the_broker_down_leaves_them_pending(
 
 
 def test_an_unusable_entry_is_set_aside_without_holding_up_the_rest(
-    runtime_for: Callable[..., Runtime], postgres_url: str, redis_client: redis.Redis
+    runtime_for: Callable[..., Runtime], migrated_postgres_url: str, redis_client: redis.Redis
 ) -> None:
-    migrate(postgres_url)
-    rt = runtime_for(DATABASE_URL=postgres_url)
+    rt = runtime_for(DATABASE_URL=migrated_postgres_url)
     spool = DeliverySpool(rt.redis, 100)
     spool.add(incoming(1))
     redis_client.xadd(SPOOL_KEY, {"meta": b"not json", "body": b"{}"})

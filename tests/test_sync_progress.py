@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,9 +24,11 @@ from app.sync.liveness import RunWatch
 from app.sync.runs import lost_runs, resumable_run
 from app.task_names import SYNC_WORKSPACE, enqueue, producer
 from app.web import create_app
+from bench.processes import celery_beat
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import REDIS_TEST_URL as BBSYNC_TEST_REDIS
 from tests.conftest import ROOT, make_settings, migrate, run_bbsync
+from tests.fault_support import wait_until
 from tests.test_worker import WorkerFactory, start_worker, worker_env
 
 __all__ = ["start_worker"]  # the fixture, imported for this module's tests
@@ -48,18 +49,6 @@ def runs(database_url: str, **where: Any) -> list[SyncRun]:
         engine.dispose()
 
 
-def wait_until(
-    condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s")
-
-
 def pool_children(worker: subprocess.Popen[str]) -> list[int]:
     """The pids of a worker's pool processes (its direct children)."""
     children: list[int] = []
@@ -77,18 +66,7 @@ def start_beat(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess
     def start(env: dict[str, str]) -> subprocess.Popen[str]:
         log = open(tmp_path / "beat.log", "w")  # noqa: SIM115
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.main",
-                "beat",
-                "--schedule",
-                str(tmp_path / "beat-schedule"),
-                "--loglevel",
-                "INFO",
-            ],
+            celery_beat(tmp_path / "beat-schedule"),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log,
@@ -108,12 +86,11 @@ def start_beat(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], subprocess
 
 
 def test_a_tight_rate_limit_moves_the_catalog_forward_on_every_retry(
-    sim_factory: SimFactory, postgres_url: str, redis_url: str, start_worker: WorkerFactory
+    sim_factory: SimFactory, migrated_postgres_url: str, redis_url: str, start_worker: WorkerFactory
 ) -> None:
     """Bitbucket allows 10 calls a second (429, Retry-After: 1) and the catalog needs about
     90: far fewer than a batch per window. Each retry resumes where the last stopped (no new
     listing, no new search) and commits what it read, so the sync completes."""
-    migrate(postgres_url)
     sim = sim_factory(
         repos=80,
         seed=3,
@@ -122,11 +99,13 @@ def test_a_tight_rate_limit_moves_the_catalog_forward_on_every_retry(
         raw_rate_limit="10/s",
         retry_after=1,
     )
-    env = worker_env(sim, postgres_url, redis_url, BITBUCKET_RATE_LIMIT_PER_HOUR=UNLIMITED)
+    env = worker_env(sim, migrated_postgres_url, redis_url, BITBUCKET_RATE_LIMIT_PER_HOUR=UNLIMITED)
     start_worker(env)
     enqueue(producer(redis_url), SYNC_WORKSPACE, "acme")
     done = wait_until(
-        lambda: runs(postgres_url, kind="catalog", status="succeeded"), 300, "catalog synced"
+        lambda: runs(migrated_postgres_url, kind="catalog", status="succeeded"),
+        300,
+        "catalog synced",
     )
     catalog = done[0]
     attempts = catalog.counts["checked_per_attempt"]
@@ -135,10 +114,10 @@ def test_a_tight_rate_limit_moves_the_catalog_forward_on_every_retry(
     assert all(read > 0 for read in attempts), attempts  # every retry committed something
     assert sum(attempts) == 80
     # One run, resumed: one search and one listing, not one per retry.
-    assert len(runs(postgres_url, kind="catalog")) == 1
+    assert len(runs(migrated_postgres_url, kind="catalog")) == 1
     stats = sim.stats()
     assert stats["rate_limited"] >= len(attempts) - 1
-    listing = runs(postgres_url, kind="repositories")
+    listing = runs(migrated_postgres_url, kind="repositories")
     assert [r.status for r in listing] == ["succeeded"]
     assert stats["calls"].get("search", 0) <= 2
 
@@ -163,28 +142,29 @@ def running_with_calls(database_url: str, kind: str = "catalog") -> SyncRun | No
 
 def test_a_sync_whose_worker_is_killed_resumes_within_minutes_with_its_calls_counted(
     sim_factory: SimFactory,
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,
     start_beat: Callable[[dict[str, str]], subprocess.Popen[str]],
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=1500, seed=4, access_token="sim-token")
-    env = liveness_env(sim, postgres_url, redis_url)
+    env = liveness_env(sim, migrated_postgres_url, redis_url)
     worker = start_worker(env)
     enqueue(producer(redis_url), SYNC_WORKSPACE, "acme")
     # The heartbeat flushes the calls onto the row while the sync runs.
-    seen = wait_until(lambda: running_with_calls(postgres_url), 120, "catalog calls flushed")
+    seen = wait_until(
+        lambda: running_with_calls(migrated_postgres_url), 120, "catalog calls flushed"
+    )
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool, as a machine dies
     worker.wait(timeout=10)
     killed_at = time.monotonic()
     start_worker(env)
     start_beat(env)
     done = wait_until(
-        lambda: runs(postgres_url, kind="catalog", status="succeeded"), 180, "sync resumed"
+        lambda: runs(migrated_postgres_url, kind="catalog", status="succeeded"), 180, "sync resumed"
     )
     resumed_after = time.monotonic() - killed_at
-    lost = runs(postgres_url, id=seen.id)[0]
+    lost = runs(migrated_postgres_url, id=seen.id)[0]
     assert lost.status == "failed"
     assert lost.error and lost.error.startswith("worker lost")
     assert lost.api_calls >= seen.api_calls > 0
@@ -193,7 +173,7 @@ def test_a_sync_whose_worker_is_killed_resumes_within_minutes_with_its_calls_cou
     assert finished.counts["lost"] == 1
     assert finished.counts["checked"] == 1500
     assert finished.started_at == lost.started_at
-    listing = runs(postgres_url, kind="repositories")
+    listing = runs(migrated_postgres_url, kind="repositories")
     spent = sum(r.api_calls for r in [*listing, lost, finished])
     # Calls made between the last heartbeat and the kill are the only ones not on a row.
     assert spent <= sim.stats()["calls_total"]
@@ -202,35 +182,35 @@ def test_a_sync_whose_worker_is_killed_resumes_within_minutes_with_its_calls_cou
 
 
 def test_two_syncs_of_one_workspace_at_once_run_one_and_skip_the_other(
-    sim_factory: SimFactory, postgres_url: str, redis_url: str, start_worker: WorkerFactory
+    sim_factory: SimFactory, migrated_postgres_url: str, redis_url: str, start_worker: WorkerFactory
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=1500, seed=4, access_token="sim-token")
-    env = liveness_env(sim, postgres_url, redis_url)
+    env = liveness_env(sim, migrated_postgres_url, redis_url)
     start_worker(env)
     start_worker(env)
     app = producer(redis_url)
     # Beat's sync and an operator's `bbsync sync --queue`, at the same moment.
     enqueue(app, SYNC_WORKSPACE, "acme")
     enqueue(app, SYNC_WORKSPACE, "acme")
-    wait_until(lambda: runs(postgres_url, kind="catalog", status="succeeded"), 180, "synced")
-    skipped = wait_until(lambda: runs(postgres_url, status="skipped"), 60, "a skipped run")
+    wait_until(
+        lambda: runs(migrated_postgres_url, kind="catalog", status="succeeded"), 180, "synced"
+    )
+    skipped = wait_until(lambda: runs(migrated_postgres_url, status="skipped"), 60, "a skipped run")
     assert len(skipped) == 1
     assert skipped[0].error and "skipped: another" in skipped[0].error
     assert "acme is running" in skipped[0].error
-    assert len(runs(postgres_url, kind="catalog", status="succeeded")) == 1
+    assert len(runs(migrated_postgres_url, kind="catalog", status="succeeded")) == 1
     # Nothing was read twice: the calls on the rows are every call Bitbucket saw.
-    assert sum(r.api_calls for r in runs(postgres_url)) == sim.stats()["calls_total"]
+    assert sum(r.api_calls for r in runs(migrated_postgres_url)) == sim.stats()["calls_total"]
 
 
 def test_a_task_that_kills_its_worker_twice_is_parked_and_shown(
-    sim_factory: SimFactory, postgres_url: str, redis_url: str, start_worker: WorkerFactory
+    sim_factory: SimFactory, migrated_postgres_url: str, redis_url: str, start_worker: WorkerFactory
 ) -> None:
     """The OOM killer takes the pool process mid-sync, twice: the broker hands the same
     task back each time (acks_late, reject_on_worker_lost). The third delivery parks it."""
-    migrate(postgres_url)
     sim = sim_factory(repos=1500, seed=4, access_token="sim-token")
-    env = liveness_env(sim, postgres_url, redis_url)
+    env = liveness_env(sim, migrated_postgres_url, redis_url)
     worker = start_worker(env)
     task_id = enqueue(producer(redis_url), SYNC_WORKSPACE, "acme")
     killed: list[int] = []
@@ -238,7 +218,7 @@ def test_a_task_that_kills_its_worker_twice_is_parked_and_shown(
         run = wait_until(
             lambda: [
                 r
-                for r in runs(postgres_url, task_id=task_id, status="running")
+                for r in runs(migrated_postgres_url, task_id=task_id, status="running")
                 if r.api_calls > 0 and r.id not in killed
             ],
             120,
@@ -248,20 +228,20 @@ def test_a_task_that_kills_its_worker_twice_is_parked_and_shown(
         assert len(children) == 1
         os.kill(children[0], signal.SIGKILL)
         killed.append(run.id)
-    parked = wait_until(lambda: parked_tasks(postgres_url), 120, "task parked")
+    parked = wait_until(lambda: parked_tasks(migrated_postgres_url), 120, "task parked")
     assert [(p.task_id, p.task_name, p.args) for p in parked] == [
         (task_id, SYNC_WORKSPACE, ["acme"])
     ]
     assert "died with their worker" in parked[0].reason
     # The first death was marked lost and continued by the redelivery; the second parked.
-    first, second = (runs(postgres_url, id=run_id)[0] for run_id in killed)
+    first, second = (runs(migrated_postgres_url, id=run_id)[0] for run_id in killed)
     assert first.status == "failed" and first.error and first.error.startswith("worker lost")
     assert second.status == "parked" and second.error == parked[0].reason
-    assert not runs(postgres_url, status="running")
-    assert not runs(postgres_url, kind="catalog", status="succeeded")
+    assert not runs(migrated_postgres_url, status="running")
+    assert not runs(migrated_postgres_url, kind="catalog", status="succeeded")
     assert worker.poll() is None  # the worker itself lives on
     settings = {
-        "DATABASE_URL": postgres_url,
+        "DATABASE_URL": migrated_postgres_url,
         "REDIS_URL": redis_url,
         "BITBUCKET_WORKSPACES": "acme",
     }

@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 import requests
@@ -27,10 +25,12 @@ from app.models import PullRequest, WebhookDelivery
 from app.runtime import Runtime
 from app.sync.events import EventProcessor
 from app.sync.workspace import WorkspaceSync
-from app.task_names import REQUEUE_DELIVERIES, enqueue, producer
+from app.task_names import QUEUES, REQUEUE_DELIVERIES, enqueue, producer
+from bench import databases
+from bench.processes import celery_worker, gunicorn
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import API_TOKEN, PG_ADMIN_URL, REDIS_TEST_URL, ROOT, migrate
-from tests.fault_support import PrivateRabbit
+from tests.fault_support import PrivateRabbit, wait_until
 from tests.webhook_support import SECRET, pullrequest_body
 
 
@@ -60,16 +60,35 @@ class System:
         return {e["metadata"]["name"] for e in self.entities(kind=kind)}
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(0.2)
-        logs = "\n".join(p.read_text()[-3000:] for p in self.logs.glob("*.log"))
-        raise AssertionError(f"condition not met within {timeout}s\n{logs}")
+        try:
+            wait_until(condition, timeout, "condition")
+        except AssertionError as exc:
+            logs = "\n".join(p.read_text()[-3000:] for p in self.logs.glob("*.log"))
+            raise AssertionError(f"{exc}\n{logs}") from None
 
-    def settled(self, quiet: float = 2.5, timeout: float = 60) -> None:
-        """Wait until every delivery is processed and no refresh is pending."""
+    def worker_busy(self) -> bool:
+        """Whether a task waits in the broker's queues or in the worker (running, prefetched,
+        or held until its countdown, as a trailing catalog read is)."""
+        app = producer(self.env["CELERY_BROKER_URL"])
+        try:
+            with app.connection_for_write() as conn:
+                for queue in QUEUES:
+                    with conn.channel() as channel:
+                        try:
+                            if channel.queue_declare(queue=queue, passive=True)[1]:
+                                return True
+                        except conn.channel_errors:
+                            pass  # not declared yet (RabbitMQ) or empty (Redis): no task
+            inspect = app.control.inspect(timeout=5, limit=1)  # one worker answers
+            held = (inspect.active(), inspect.reserved(), inspect.scheduled())
+            # No answer is not "idle": the worker may be too busy to reply in time.
+            return any(h is None or any(h.values()) for h in held)
+        finally:
+            app.close()
+
+    def settled(self, timeout: float = 60) -> None:
+        """Wait until every delivery is processed and no task (a catalog refresh, say) is
+        still to run, twice in a row: a task finishing may just have queued another."""
         client = redis.Redis.from_url(self.env["REDIS_URL"])
 
         def idle() -> bool:
@@ -79,11 +98,15 @@ class System:
                         WebhookDelivery.status.in_(["pending", "queued"])
                     )
                 ).all()
-            return not open_ and not client.keys("bbsync:catalog-refresh/*/trailing")
+            return (
+                not open_
+                and not client.keys("bbsync:catalog-refresh/*/trailing")
+                and not self.worker_busy()
+            )
 
         self.wait_for(idle, timeout)
-        time.sleep(quiet)
         self.wait_for(idle, timeout)
+        client.close()
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -119,13 +142,11 @@ def system(tmp_path_factory: pytest.TempPathFactory, broker_url: str) -> Iterato
 def running_system(
     logs: Path, extra_env: dict[str, str] | None = None, broker_url: str = REDIS_TEST_URL
 ) -> Iterator[System]:
-    """bbsync (gunicorn web + Celery worker) on a fresh PostgreSQL database and the simulator;
+    """bbsync (gunicorn web + Celery worker) on a fresh migrated PostgreSQL database (a copy of
+    the migrated template) and the simulator;
     `extra_env` adds settings (e.g. the Backstage JWKS URL of a backend started later)."""
     name = f"bbsync_flow_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    database_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    migrate(database_url)
+    database_url = databases.create_migrated(PG_ADMIN_URL, name)
     redis.Redis.from_url(REDIS_TEST_URL).flushdb()
     port = free_port()
     web_url = f"http://127.0.0.1:{port}"
@@ -164,43 +185,8 @@ def running_system(
         ).raise_for_status()
         with rt.sessions() as session:
             WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
-        bin_dir = Path(sys.executable).parent
-        processes.append(
-            start(
-                [
-                    str(bin_dir / "gunicorn"),
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    "2",
-                    "app.web.wsgi:app",
-                ],
-                env,
-                logs / "web.log",
-            )
-        )
-        processes.append(
-            start(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "workers.main",
-                    "worker",
-                    "--queues",
-                    "events,sync,default",
-                    "--concurrency",
-                    "2",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel",
-                    "INFO",
-                ],
-                env,
-                logs / "worker.log",
-            )
-        )
+        processes.append(start(gunicorn(port), env, logs / "web.log"))
+        processes.append(start(celery_worker(2), env, logs / "worker.log"))
         system = System(sim, web_url, rt, env, logs)
         system.wait_for(lambda: _answers(f"{web_url}/healthz"), 30)
         try:
@@ -214,8 +200,7 @@ def running_system(
                 except subprocess.TimeoutExpired:
                     process.kill()
             rt.engine.dispose()
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            databases.drop(PG_ADMIN_URL, name)
 
 
 def _answers(url: str) -> bool:
@@ -304,18 +289,7 @@ def test_deliveries_arriving_while_the_broker_is_down_are_all_processed(
         if h["url"].startswith(system.web_url)
     )
     main_hook_url = f"{hooks}/{main_hook['uuid']}"
-    web = start(
-        [
-            str(Path(sys.executable).parent / "gunicorn"),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-            "app.web.wsgi:app",
-        ],
-        env,
-        tmp_path / "web-nobroker.log",
-    )
+    web = start(gunicorn(port, workers=1), env, tmp_path / "web-nobroker.log")
     try:
         system.wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"))
         # Only the broker-less web process hears about these pushes.
@@ -350,7 +324,8 @@ def test_deliveries_arriving_while_the_broker_is_down_are_all_processed(
                     >= len(repos)
                 )
             )
-        time.sleep(1.5)  # older than BBSYNC_REQUEUE_AFTER_SECONDS
+        # Inherent: the requeue only takes deliveries older than BBSYNC_REQUEUE_AFTER_SECONDS.
+        time.sleep(1.5)
         # The broker "returns": beat's requeue task runs on the real broker.
         enqueue(producer(system.env["CELERY_BROKER_URL"]), REQUEUE_DELIVERIES)
         system.wait_for(lambda: {f"offline-{i}" for i in range(len(repos))} <= system.names())

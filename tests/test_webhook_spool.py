@@ -13,11 +13,10 @@ import http.client
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,10 @@ from app.models import WebhookDelivery
 from app.outbox import SPOOL_KEY
 from app.runtime import Runtime
 from app.sync.workspace import WorkspaceSync
+from bench.processes import celery_worker, gunicorn
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
+from tests.fault_support import wait_until
 from tests.private_services import PrivatePostgres, PrivateRedis, free_port
 from tests.webhook_support import SECRET, delivery_headers, encode, repository
 
@@ -54,15 +55,6 @@ def database(pg: PrivatePostgres) -> str:
     url = pg.create_database(f"bbsync_{uuid.uuid4().hex[:10]}")
     migrate(url)
     return url
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 def answers(url: str) -> bool:
@@ -87,20 +79,13 @@ class Processes:
 
     def web(self, env: dict[str, str]) -> str:
         port = free_port()
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        args = [gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", "2", "app.web.wsgi:app"]
-        self.start("web", args, env)
+        self.start("web", gunicorn(port), env)
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: answers(f"{url}/healthz"), 60, "gunicorn answers")
+        wait_until(lambda: answers(f"{url}/healthz"), 60, "gunicorn answers")
         return url
 
     def worker_with_beat(self, env: dict[str, str]) -> None:
-        args = [
-            sys.executable, "-m", "celery", "-A", "workers.main", "worker", "--beat",
-            "--schedule", str(self.logs / "beat-schedule"), "--queues", "events,sync,default",
-            "--concurrency", "2", "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-        ]  # fmt: skip
-        self.start("worker", args, env)
+        self.start("worker", celery_worker(2, beat_schedule=self.logs / "beat-schedule"), env)
 
     def stop(self) -> None:
         for process in self.started:
@@ -164,7 +149,7 @@ class Sender:
             statuses.append(status)
             if 200 <= status < 300:
                 break
-            time.sleep(0.5)
+            time.sleep(0.5)  # inherent: a sender's pause before its retry, as Bitbucket's
         with self.lock:
             self.answers[headers["X-Request-UUID"]] = statuses
         return statuses[-1]
@@ -212,7 +197,7 @@ def test_deliveries_during_an_outage_are_spooled_then_drained_in_order_by_the_ne
     assert during == [202] * 20
     # The first delivery after the outage queues behind the spooled ones and drains them all.
     assert deliver(23) == 202
-    wait_for(lambda: len(outbox(rt)) == 24, 60, "the spool drained into the outbox")
+    wait_until(lambda: len(outbox(rt)) == 24, 60, "the spool drained into the outbox")
     stored = outbox(rt)
     assert [d.request_uuid for d in stored] == sent  # in order, each once
     assert all(d.status == "queued" for d in stored)
@@ -292,7 +277,7 @@ def test_a_burst_through_a_database_outage_is_processed_exactly_once(
                 )
             return done == total
 
-        wait_for(all_processed, 120 + total / 5, "every delivery processed")
+        wait_until(all_processed, 120 + total / 5, "every delivery processed")
         stored = outbox(rt)
         spooled = redis.Redis.from_url(redis_url).xlen(SPOOL_KEY)
         print(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,8 +16,10 @@ from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, Repository, SyncRun
 from app.ops.telemetry import task_figures
 from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
+from bench.processes import celery_worker
 from bitbucket_sim.testing import SimProcess
 from tests.conftest import ROOT, migrate
+from tests.fault_support import wait_until
 
 WorkerFactory = Callable[[dict[str, str]], subprocess.Popen[str]]
 
@@ -31,24 +31,7 @@ def start_worker(tmp_path: Path) -> Iterator[WorkerFactory]:
     def start(env: dict[str, str]) -> subprocess.Popen[str]:
         log = open(tmp_path / f"worker-{len(workers)}.log", "w")  # noqa: SIM115
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.main",
-                "worker",
-                "--queues",
-                "events,sync,default",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--hostname",
-                f"test{len(workers)}@%h",
-            ],
+            celery_worker(1, hostname=f"test{len(workers)}@%h"),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=log,
@@ -75,19 +58,17 @@ def wait_for_run(
 ) -> SyncRun:
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
-    deadline = time.monotonic() + timeout
+
+    def reached() -> SyncRun | None:
+        with sessions() as session:
+            return session.scalars(
+                select(SyncRun).where(SyncRun.status == status, SyncRun.kind == kind)
+            ).first()
+
     try:
-        while time.monotonic() < deadline:
-            with sessions() as session:
-                run = session.scalars(
-                    select(SyncRun).where(SyncRun.status == status, SyncRun.kind == kind)
-                ).first()
-                if run is not None:
-                    return run
-            time.sleep(0.3)
+        return wait_until(reached, timeout, f"a {kind} sync run {status}", interval=0.3)
     finally:
         engine.dispose()
-    raise AssertionError(f"no sync run reached {status!r} within {timeout}s")
 
 
 def count_repositories(database_url: str) -> int:
@@ -114,31 +95,29 @@ def worker_env(sim: SimProcess, database_url: str, redis_url: str, **extra: str)
 
 def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=120, access_token="sim-token")
-    start_worker(worker_env(sim, postgres_url, redis_url))
+    start_worker(worker_env(sim, migrated_postgres_url, redis_url))
     enqueue(producer(redis_url), SYNC_ALL_WORKSPACES)
-    listing = wait_for_run(postgres_url, "succeeded")
+    listing = wait_for_run(migrated_postgres_url, "succeeded")
     assert listing.workspace == "acme"
     assert listing.counts["seen"] == 120
     assert listing.api_calls == 2
-    catalog = wait_for_run(postgres_url, "succeeded", kind="catalog")
+    catalog = wait_for_run(migrated_postgres_url, "succeeded", kind="catalog")
     assert catalog.counts["checked"] == 120
     assert listing.api_calls + catalog.api_calls == sim.stats()["calls_total"]
-    assert count_repositories(postgres_url) == 120
+    assert count_repositories(migrated_postgres_url) == 120
     # The worker's task signals counted the runs in Redis, for /metrics.
     client = redis.Redis.from_url(redis_url)
-    deadline = time.monotonic() + 15
-    while "bbsync.sync.workspace" not in task_figures(client) and time.monotonic() < deadline:
-        time.sleep(0.2)  # recorded just after the task returns
+    # Recorded just after the task returns.
+    wait_until(lambda: "bbsync.sync.workspace" in task_figures(client), 15, "task figures")
     figures = task_figures(client)
     assert figures["bbsync.sync.workspace"]["runs"] >= 1
     assert figures["bbsync.sync.all_workspaces"]["runs"] >= 1
-    engine = make_engine(postgres_url)
+    engine = make_engine(migrated_postgres_url)
     try:
         with make_session_factory(engine)() as session:
             components = session.scalars(
@@ -151,15 +130,14 @@ def test_beat_task_enqueued_by_name_syncs_through_a_real_worker(
 
 def test_a_task_out_of_budget_retries_later_and_resumes(
     sim_factory: Callable[..., SimProcess],
-    postgres_url: str,
+    migrated_postgres_url: str,
     redis_url: str,
     start_worker: WorkerFactory,
 ) -> None:
-    migrate(postgres_url)
     sim = sim_factory(repos=250, access_token="sim-token")
     env = worker_env(
         sim,
-        postgres_url,
+        migrated_postgres_url,
         redis_url,
         BITBUCKET_RATE_LIMIT_PER_HOUR="2",
         BITBUCKET_RATE_RESERVE_PERCENT="0",
@@ -168,12 +146,12 @@ def test_a_task_out_of_budget_retries_later_and_resumes(
     )
     start_worker(env)
     enqueue(producer(redis_url), "bbsync.sync.repositories", "acme")
-    paused = wait_for_run(postgres_url, "paused", timeout=60)
+    paused = wait_for_run(migrated_postgres_url, "paused", timeout=60)
     assert paused.counts["seen"] == 200
-    run = wait_for_run(postgres_url, "succeeded", timeout=60)
+    run = wait_for_run(migrated_postgres_url, "succeeded", timeout=60)
     assert run.id == paused.id
     assert run.counts["seen"] == 250
-    assert count_repositories(postgres_url) == 250
+    assert count_repositories(migrated_postgres_url) == 250
     assert sim.stats()["calls_total"] == 3
 
 
@@ -204,12 +182,12 @@ def test_the_retention_task_prunes_the_change_log_through_a_real_worker(
             session.commit()
         start_worker(worker_env(sim, sqlite_url, redis_url))
         enqueue(producer(redis_url), PRUNE_ACTIVITY)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+
+        def floor_moved() -> int:
             with sessions() as session:
-                if change_floor(session):
-                    break
-            time.sleep(0.3)
+                return change_floor(session)
+
+        wait_until(floor_moved, 90, "the change floor moved", interval=0.3)
         with sessions() as session:
             assert change_floor(session) == 2  # the newest old change is the floor now
             assert session.scalars(select(CatalogChange.entity_id)).all() == [None]

@@ -69,7 +69,7 @@ def test_oauth_token_is_issued_then_accepted_until_it_expires(guarded: SimProces
     assert body["state"] == "client_credentials" and "refresh_token" not in body
     headers = {"Authorization": f"Bearer {body['access_token']}"}
     assert http.get(repos_url(guarded), headers=headers, timeout=10).status_code == 200
-    time.sleep(2.2)
+    time.sleep(2.2)  # inherent: the token's 2 s lifetime must really pass
     assert http.get(repos_url(guarded), headers=headers, timeout=10).status_code == 401
 
 

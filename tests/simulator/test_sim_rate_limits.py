@@ -104,5 +104,5 @@ def test_window_rolls_over(http) -> None:
     with SimProcess(repos=2, seed=1, rate_limit="2/s") as sim:
         statuses = [http.get(repos_url(sim), timeout=10).status_code for _ in range(3)]
         assert statuses == [200, 200, 429]
-        time.sleep(1.1)
+        time.sleep(1.1)  # inherent: the 1 s window must really roll over
         assert http.get(repos_url(sim), timeout=10).status_code == 200
