@@ -106,6 +106,9 @@ class Settings:
     retention_days: int = 90
     change_retention_days: int = 7  # the catalog change feed: older cursors get a 410
     members_interval_seconds: int = 3600
+    # of the hourly window, for the scheduled people sync (members and groups first, then as
+    # much of the repository-permissions walk as fits; the walk resumes where it stopped)
+    people_share: float = 0.03
     quota_warn_percent: int = 80
     sentry_environment: str = "production"
     sentry_release: str = ""
@@ -308,6 +311,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         members_interval_seconds=whole_number(
             "BBSYNC_MEMBERS_INTERVAL", get("BBSYNC_MEMBERS_INTERVAL", "3600")
         ),
+        people_share=share("BBSYNC_PEOPLE_SHARE", get("BBSYNC_PEOPLE_SHARE", "0.03")),
         group_mapping_path=mapping_path(get("BBSYNC_GROUP_MAPPING")),
         **endpoint_access(get),
         allow_unsigned_webhooks=boolean(

@@ -81,6 +81,9 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The repository-permissions walk resumes after this repository (full name); None: from
+    # the start. Moved only past repositories whose permissions were read in full.
+    permissions_cursor: Mapped[str | None] = mapped_column(String(512))
 
     projects: Mapped[list[Project]] = relationship(back_populates="workspace")
     repositories: Mapped[list[Repository]] = relationship(back_populates="workspace")
@@ -131,6 +134,9 @@ class Repository(Base):
     # advanced only after a complete walk; and when activity was last reconciled.
     pull_requests_cursor: Mapped[datetime | None]
     activity_reconciled_at: Mapped[datetime | None]
+    # When the people sync last read this repository's permissions in full (the walk goes a
+    # share at a time, so revocations apply only to repositories read since).
+    permissions_read_at: Mapped[datetime | None]
     # A webhook-driven catalog refresh that failed its last attempt: the catalog may be
     # stale. Cleared by the next refresh or clean catalog run that reads the repository.
     catalog_refresh_error: Mapped[str | None] = mapped_column(Text)

@@ -32,7 +32,7 @@ from app.outbox import DeliverySpool, database_unavailable
 from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
-from app.sync.people import PeopleSync
+from app.sync.people import PeopleSync, people_calls_left
 from app.sync.refresh_failures import (
     clear_refresh_failure,
     clear_workspace_refresh_failures,
@@ -452,9 +452,15 @@ def sync_all_members(self: BbsyncTask) -> list[str]:
 
 @shared_task(bind=True, base=BbsyncTask, name=SYNC_MEMBERS)
 def sync_members(self: BbsyncTask, workspace: str) -> dict[str, Any]:
-    """Members → User entities, groups → Group entities, permissions; revocations audited."""
+    """Members → User entities, groups → Group entities, permissions within
+    `BBSYNC_PEOPLE_SHARE` (the walk resumes next run); revocations audited."""
     with self.retrying(workspace=workspace), self.unit_of_work() as session:
+        settings = self.runtime.settings
         run = PeopleSync(
-            self.runtime.bitbucket(), session, session.commit, self.runtime.settings
+            self.runtime.bitbucket(),
+            session,
+            session.commit,
+            settings,
+            max_calls=people_calls_left(session, workspace, settings),
         ).run(workspace)
         return {"run_id": run.id, "api_calls": run.api_calls, "error": run.error, **run.counts}

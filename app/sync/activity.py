@@ -34,6 +34,7 @@ from app.models import (
     utcnow,
 )
 from app.sync.runs import recorded_run
+from app.sync.shares import run_call_cap, run_calls_left, share_per_hour
 
 log = logging.getLogger(__name__)
 
@@ -337,22 +338,23 @@ def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, 
 
 def activity_call_cap(settings: Settings) -> int:
     """Calls one scheduled reconciliation may spend: its share of the window, per interval."""
-    per_window = settings.rate_limit_per_hour * settings.activity_share
-    runs_per_window = settings.rate_window_seconds / settings.activity_interval_seconds
-    return max(CALLS_PER_REPOSITORY, int(per_window / runs_per_window))
+    return run_call_cap(
+        settings, settings.activity_share, settings.activity_interval_seconds, CALLS_PER_REPOSITORY
+    )
 
 
 def activity_calls_left(session: Session, workspace: str, settings: Settings) -> int:
     """The next scheduled run's cap, never above what activity runs (retries after a budget
     pause, beat's runs queued behind a busy worker) left of the share in the current window."""
-    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
-    spent = session.scalar(
-        select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
-            SyncRun.kind == KIND, SyncRun.workspace == workspace, SyncRun.started_at >= since
-        )
+    return run_calls_left(
+        session,
+        workspace,
+        KIND,
+        settings,
+        share=settings.activity_share,
+        interval_seconds=settings.activity_interval_seconds,
+        floor=CALLS_PER_REPOSITORY,
     )
-    share = int(settings.rate_limit_per_hour * settings.activity_share)
-    return max(0, min(activity_call_cap(settings), share - int(spent or 0)))
 
 
 @dataclass(frozen=True)
@@ -374,8 +376,7 @@ def activity_coverage(session: Session, workspace: str, settings: Settings) -> A
             func.min(Repository.activity_reconciled_at),
         ).where(*live)
     ).one()
-    per_hour = settings.rate_limit_per_hour * settings.activity_share
-    per_hour *= 3600 / settings.rate_window_seconds
+    per_hour = share_per_hour(settings, settings.activity_share)
     sweep = total * CALLS_PER_REPOSITORY / per_hour if per_hour else float("inf")
     return ActivityCoverage(int(total), int(never), oldest, round(sweep, 1))
 
