@@ -81,9 +81,6 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-    # The repository-permissions walk resumes after this repository (full name); None: from
-    # the start. Moved only past repositories whose permissions were read in full.
-    permissions_cursor: Mapped[str | None] = mapped_column(String(512))
 
     projects: Mapped[list[Project]] = relationship(back_populates="workspace")
     repositories: Mapped[list[Repository]] = relationship(back_populates="workspace")
