@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 KIND = "members"
 # Without an admin credential a repository's permissions cost two calls (users, groups).
 PER_REPOSITORY_CALLS = 2
-# An admin's workspace query names this many repositories at most (one page for ~50
+# An admin's workspace query names this many repositories at most (one page of 100 for 40
 # repositories with two explicit permissions each), and stays well inside URL limits.
-BATCH_REPOSITORIES = 50
+BATCH_REPOSITORIES = 40
 BATCH_QUERY_CHARS = 3000
 
 
@@ -180,7 +180,7 @@ class PeopleSync:
         Repositories are read oldest `permissions_read_at` first (never read before all), as
         many as the run's share allows, so successive runs sweep them all and each run goes on
         where the last one stopped. With an admin credential a query asks the workspace
-        permissions for a batch of repositories by name (one page for ~50 repositories);
+        permissions for a batch of repositories by name (one page for ~40 repositories);
         otherwise each repository's `permissions-config` is read (two calls each).
         """
         repos = list(
@@ -322,7 +322,36 @@ class PeopleSync:
                 first_seen_at=row.first_seen_at.isoformat(),
                 last_seen_at=row.last_seen_at.isoformat(),
             )
+        self._revoke_leavers(ws, live - seen, now)
         return None
+
+    def _revoke_leavers(self, ws: Workspace, accounts: set[str], now: datetime) -> None:
+        """Leaving the workspace takes every repository permission with it (Bitbucket drops
+        them): revoked now, not when the permissions walk next reaches each repository."""
+        if not accounts:
+            return
+        for row in self.session.scalars(
+            select(RepositoryPermission)
+            .join(Repository, RepositoryPermission.repository_id == Repository.id)
+            .where(
+                Repository.workspace_id == ws.id,
+                RepositoryPermission.principal_type == "user",
+                RepositoryPermission.principal.in_(sorted(accounts)),
+                RepositoryPermission.removed_at.is_(None),
+            )
+        ):
+            row.removed_at = now
+            self.counts["revoked_permissions"] += 1
+            audit(
+                self.session,
+                ws.slug,
+                "permission_revoked",
+                row.principal,
+                repository_id=row.repository_id,
+                principal_type=row.principal_type,
+                permission=row.permission,
+                reason="member_removed",
+            )
 
     def _apply_groups(self, ws: Workspace, groups: list[dict[str, Any]] | None) -> str | None:
         if groups is None:
@@ -488,7 +517,7 @@ def people_coverage(session: Session, workspace: str, settings: Settings) -> Peo
     """How far behind the permissions walk is, and how long a full sweep takes at the share.
 
     A sweep's cost comes from the last run that read permissions (calls per repository read:
-    ~1/50 with an admin credential, 2 without); what members and groups cost each run is
+    ~1/40 with an admin credential, 2 without); what members and groups cost each run is
     taken off the share first."""
     ws = session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
     live = (Repository.workspace_id == (ws.id if ws else -1), Repository.deleted_at.is_(None))
