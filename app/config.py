@@ -101,6 +101,9 @@ class Settings:
     api_tokens: tuple[Secret, ...] = ()
     activity_interval_seconds: int = 15 * 60
     activity_share: float = 0.15  # of the hourly window, for scheduled activity reconciliation
+    # of the hourly window, for what of it goes to repositories without signs of change (the
+    # quiet sweep, a cold backlog); at most the activity share
+    activity_sweep_share: float = 0.05
     reconcile_pipelines: bool = True
     health_pipeline_runs: int = 20
     retention_days: int = 90
@@ -289,6 +292,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "BBSYNC_ACTIVITY_INTERVAL", get("BBSYNC_ACTIVITY_INTERVAL", str(15 * 60))
         ),
         activity_share=share("BBSYNC_ACTIVITY_SHARE", get("BBSYNC_ACTIVITY_SHARE", "0.15")),
+        activity_sweep_share=share(
+            "BBSYNC_ACTIVITY_SWEEP_SHARE", get("BBSYNC_ACTIVITY_SWEEP_SHARE", "0.05")
+        ),
         reconcile_pipelines=boolean(
             "BBSYNC_RECONCILE_PIPELINES", get("BBSYNC_RECONCILE_PIPELINES", "true")
         ),

@@ -5,21 +5,28 @@ read in full. Live simulator; SQLite and PostgreSQL; a real Celery worker."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
+from app.config import SettingsError, settings_from_env
 from app.db import make_engine, make_session_factory
 from app.models import AccessAudit, Repository, RepositoryPermission, SyncRun, utcnow
 from app.runtime import Runtime
 from app.sync.people import BATCH_REPOSITORIES, PeopleSync, people_calls_left, people_coverage
 from app.sync.workspace import WorkspaceSync
 from app.task_names import SYNC_MEMBERS, enqueue, producer
+from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import migrate
+from tests.conftest import api_client, migrate
 from tests.test_worker import WorkerFactory, start_worker, worker_env  # noqa: F401  (fixture)
 
 
@@ -84,7 +91,7 @@ def test_the_walk_resumes_where_it_stopped_and_covers_every_repository(
     sim_factory: Callable[..., SimProcess], runtime_for: Callable[..., Runtime], migrated_url: str
 ) -> None:
     sim = sim_factory(repos=130, seed=8, access_token="sim-token")
-    rt = runtime_for(sim, DATABASE_URL=migrated_url, BITBUCKET_RATE_LIMIT_PER_HOUR="100000")
+    rt = runtime_for(sim, DATABASE_URL=migrated_url)  # 1,000 an hour: 30 for people
     _listing(rt)
     sim.reset_stats()
 
@@ -101,19 +108,23 @@ def test_the_walk_resumes_where_it_stopped_and_covers_every_repository(
         expected = _oldest_first(rt, BATCH_REPOSITORIES)
         read, spent, counts = _people(rt, max_calls=overhead + 1)
         assert spent <= overhead + 1
-        assert read == expected and not read & swept, "the walk went back instead of on"
+        assert read == expected and len(read) == BATCH_REPOSITORIES
+        # Never read ones first: the walk goes on instead of back.
+        assert len(read - swept) == min(left, BATCH_REPOSITORIES)
         assert counts["permission_calls"] == 1
-        left -= len(read)
-        assert counts["permissions_deferred"] == left
+        assert counts["permissions_deferred"] == 130 - len(read)  # not read by this run
+        left -= len(read - swept)
         swept |= read
-    assert len(swept) == 130 and counts["permission_repositories"] == 130 % BATCH_REPOSITORIES
+    assert len(swept) == 130
     with rt.sessions() as session:
         coverage = people_coverage(session, "acme", rt.settings)
         stored = session.scalar(
             select(func.count()).where(RepositoryPermission.removed_at.is_(None))
         )
     assert coverage.repositories == 130 and coverage.never_read == 0
-    assert coverage.oldest is not None and coverage.sweep_hours > 0
+    # A batch a call, after what members and groups cost of the 30 an hour.
+    assert coverage.oldest is not None
+    assert coverage.sweep_hours == round(130 / BATCH_REPOSITORIES / (30 - overhead), 1) > 0
     every = sum(len(r["user_permissions"]) for r in sim.repositories())
     assert stored == every
 
@@ -145,12 +156,14 @@ def test_no_revocation_in_repositories_the_walk_did_not_reach(
     walked: set[str] = set()
     for run in range(-(-150 // BATCH_REPOSITORIES)):
         read, spent, counts = _people(rt, max_calls=overhead + 1)
-        assert spent <= overhead + 1 and read and not read & walked
+        assert spent <= overhead + 1
+        fresh = read - walked
+        assert len(fresh) == min(BATCH_REPOSITORIES, 150 - len(walked))
         walked |= read
         for slug, account in taken.items():
             # Revoked exactly where the walk has read since: nowhere else.
             assert (slug in _live_permissions(rt, account)) == (slug not in walked), (run, slug)
-        assert counts["revoked_permissions"] == len(read & set(taken))
+        assert counts["revoked_permissions"] == len(fresh & set(taken))
     assert len(walked) == 150
     with rt.sessions() as session:
         audited = session.scalars(
@@ -261,18 +274,79 @@ def test_a_real_worker_keeps_the_people_sync_within_its_share(
     assert first.status == second.status == "succeeded"
     assert first.api_calls <= 6 and first.counts["permission_calls"] > 0
     assert first.counts["permission_repositories"] + first.counts["permissions_deferred"] == 300
-    assert second.counts["permission_calls"] == 0
-    assert second.counts["permissions_deferred"] == first.counts["permissions_deferred"]
+    assert second.counts["permission_calls"] == 0 and second.counts["members"] > 0
+    assert second.counts["permissions_deferred"] == 300
     assert sim.stats()["calls"]["permissions"] == first.counts["permission_calls"]
+
+    def never_read() -> int:
+        with rt.sessions() as session:
+            return people_coverage(session, "acme", rt.settings).never_read
 
     # Later windows go on where the first stopped until every repository was read.
     runs = [first, second]
-    while runs[-1].counts["permissions_deferred"] and len(runs) < 12:
+    assert never_read() == 300 - first.counts["permission_repositories"]
+    while never_read() and len(runs) < 12:
         time.sleep(12.5)  # the next window
         enqueue(send, SYNC_MEMBERS, "acme")
         runs = _wait_for_runs(postgres_url, len(runs) + 1)
-    assert runs[-1].counts["permissions_deferred"] == 0
-    assert sum(r.counts["permission_repositories"] for r in runs) == 300
-    assert all(r.api_calls <= 6 for r in runs[2:])
-    with rt.sessions() as session:
-        assert people_coverage(session, "acme", rt.settings).never_read == 0
+        assert runs[-1].api_calls <= 6 and runs[-1].counts["permission_calls"] > 0
+    assert never_read() == 0
+    read = [r.counts["permission_repositories"] for r in runs]
+    assert sum(read[:-1]) < 300 <= sum(read)  # the last run goes on with the oldest read
+
+
+def test_the_shares_are_validated_like_the_others() -> None:
+    assert settings_from_env({}).people_share == 0.03
+    assert settings_from_env({}).activity_sweep_share == 0.05
+    for name in ("BBSYNC_PEOPLE_SHARE", "BBSYNC_ACTIVITY_SWEEP_SHARE"):
+        for bad in ("0", "1.5", "a third"):
+            with pytest.raises(SettingsError, match=name):
+                settings_from_env({name: bad})
+
+
+def test_status_the_budget_api_and_the_status_page_show_the_sweeps(
+    sim_factory: Callable[..., SimProcess],
+    runtime_for: Callable[..., Runtime],
+    sqlite_url: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(repos=130, seed=8, access_token="sim-token")
+    rt = runtime_for(sim, DATABASE_URL=sqlite_url)
+    _listing(rt)
+    _, overhead, _ = _people(rt, max_calls=0)
+    _people(rt, max_calls=overhead + 1)  # one batch read: the rest not yet
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "BITBUCKET_API_URL": sim.api_url,
+        "BITBUCKET_WORKSPACES": "acme",
+        "BITBUCKET_ACCESS_TOKEN": "sim-token",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "status"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    people = next(line for line in result.stdout.splitlines() if "people:" in line)
+    assert "oldest permissions read 0.0 h ago" in people
+    assert f"{130 - BATCH_REPOSITORIES} repositories not yet" in people
+    assert "a full sweep takes" in people
+    assert any("activity: never reconciled" in line for line in result.stdout.splitlines())
+
+    app = create_app(runtime=rt)
+    sweeps = api_client(app).get("/api/budget").json["sweeps"]["acme"]
+    assert sweeps["people"]["never"] == 130 - BATCH_REPOSITORIES
+    assert sweeps["people"]["repositories"] == 130 and sweeps["people"]["share"] == 0.03
+    assert sweeps["people"]["oldest"] is not None and sweeps["people"]["sweep_hours"] > 0
+    assert sweeps["activity"]["never"] == 130 and sweeps["activity"]["oldest"] is None
+    page = app.test_client().get("/").get_data(as_text=True)
+    assert 'id="sweep-acme-people"' in page and 'id="sweep-acme-activity"' in page
+    assert f"{130 - BATCH_REPOSITORIES} of 130 not yet" in page

@@ -29,7 +29,12 @@ from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.ops.credentials_age import token_age_notice
 from app.ops.logs import log_fields
 from app.outbox import DeliverySpool, database_unavailable
-from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
+from app.sync.activity import (
+    ActivityReconcile,
+    activity_calls_left,
+    activity_quiet_calls_left,
+    prune_old_activity,
+)
 from app.sync.catalog import CatalogSync
 from app.sync.events import EventProcessor
 from app.sync.people import PeopleSync, people_calls_left
@@ -427,6 +432,7 @@ def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
             session.commit,
             pipelines=settings.reconcile_pipelines,
             max_calls=activity_calls_left(session, workspace, settings),
+            max_quiet_calls=activity_quiet_calls_left(session, workspace, settings),
         ).run(workspace)
         return {"run_id": run.id, "api_calls": run.api_calls, **run.counts}
 

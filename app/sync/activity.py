@@ -34,7 +34,7 @@ from app.models import (
     utcnow,
 )
 from app.sync.runs import recorded_run
-from app.sync.shares import run_call_cap, run_calls_left, share_per_hour
+from app.sync.shares import run_call_cap, run_calls_left, share_per_hour, share_per_window
 
 log = logging.getLogger(__name__)
 
@@ -160,12 +160,16 @@ class ActivityReconcile:
         *,
         pipelines: bool = True,
         max_calls: int | None = None,
+        max_quiet_calls: int | None = None,
     ) -> None:
         self.client = client
         self.session = session
         self.commit = commit
         self.pipelines = pipelines
         self.max_calls = max_calls
+        # What repositories without signs of change (the quiet sweep, a cold backlog) may
+        # spend of `max_calls`: changed ones may spend all of it.
+        self.max_quiet_calls = max_quiet_calls
         self.counts: dict[str, int] = {}
 
     def run(self, workspace: str) -> SyncRun:
@@ -182,6 +186,7 @@ class ActivityReconcile:
                 "statuses",
                 "failures",
                 "deferred",
+                "quiet_calls",
             ),
             0,
         )
@@ -192,11 +197,20 @@ class ActivityReconcile:
             ordered = reconcile_order(self.session, workspace)
             for index, (repo, changed) in enumerate(ordered):
                 spent = self.client.ledger.total - started
-                if self.max_calls is not None and spent + cost > self.max_calls:
+                quiet = self.counts["quiet_calls"]
+                if (self.max_calls is not None and spent + cost > self.max_calls) or (
+                    not changed
+                    and self.max_quiet_calls is not None
+                    and quiet + cost > self.max_quiet_calls
+                ):
+                    # Changed repositories come first: whatever is left waits for a later run.
                     self.counts["deferred"] = len(ordered) - index
                     break
+                before = self.client.ledger.total
                 self.reconcile_repository(workspace, repo)
                 self.counts["changed"] += changed
+                if not changed:
+                    self.counts["quiet_calls"] += self.client.ledger.total - before
                 self.commit()
         return run
 
@@ -357,6 +371,28 @@ def activity_calls_left(session: Session, workspace: str, settings: Settings) ->
     )
 
 
+def sweep_share(settings: Settings) -> float:
+    """The quiet sweep's share: `BBSYNC_ACTIVITY_SWEEP_SHARE`, never above the activity share."""
+    return min(settings.activity_sweep_share, settings.activity_share)
+
+
+def activity_quiet_calls_left(session: Session, workspace: str, settings: Settings) -> int:
+    """What the next scheduled run may spend on repositories without signs of change: the
+    sweep share per run, never above what activity runs spent on them in the window."""
+    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
+    spent = sum(
+        int((counts or {}).get("quiet_calls") or 0)
+        for counts in session.scalars(
+            select(SyncRun.counts).where(
+                SyncRun.kind == KIND, SyncRun.workspace == workspace, SyncRun.started_at >= since
+            )
+        )
+    )
+    share = sweep_share(settings)
+    cap = run_call_cap(settings, share, settings.activity_interval_seconds, CALLS_PER_REPOSITORY)
+    return max(0, min(cap, share_per_window(settings, share) - spent))
+
+
 @dataclass(frozen=True)
 class ActivityCoverage:
     repositories: int
@@ -376,7 +412,7 @@ def activity_coverage(session: Session, workspace: str, settings: Settings) -> A
             func.min(Repository.activity_reconciled_at),
         ).where(*live)
     ).one()
-    per_hour = share_per_hour(settings, settings.activity_share)
+    per_hour = share_per_hour(settings, sweep_share(settings))
     sweep = total * CALLS_PER_REPOSITORY / per_hour if per_hour else float("inf")
     return ActivityCoverage(int(total), int(never), oldest, round(sweep, 1))
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.models import Workspace, utcnow
-from app.sync.activity import activity_coverage
+from app.sync.activity import activity_coverage, sweep_share
 from app.sync.people import people_coverage
 
 
@@ -62,7 +62,7 @@ def sweeps(session: Session, workspace: str, settings: Settings) -> list[Sweep]:
         Sweep(
             "activity",
             "pull requests, pipelines, statuses",
-            settings.activity_share,
+            sweep_share(settings),  # the quiet sweep's: changed repositories may spend more
             activity.repositories,
             activity.never_reconciled,
             activity.oldest,
