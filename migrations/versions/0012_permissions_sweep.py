@@ -1,5 +1,5 @@
-"""The repository-permissions walk within the people share: where it resumes, and when each
-repository's permissions were last read in full.
+"""The repository-permissions walk within the people share: when each repository's
+permissions were last read in full (the walk goes on from the oldest).
 
 Revision ID: 0012
 Revises: 0011
@@ -18,8 +18,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("workspaces", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("permissions_cursor", sa.String(length=512), nullable=True))
     with op.batch_alter_table("repositories", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("permissions_read_at", sa.DateTime(timezone=True), nullable=True)
@@ -29,5 +27,3 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("repositories", schema=None) as batch_op:
         batch_op.drop_column("permissions_read_at")
-    with op.batch_alter_table("workspaces", schema=None) as batch_op:
-        batch_op.drop_column("permissions_cursor")
