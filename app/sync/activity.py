@@ -34,7 +34,13 @@ from app.models import (
     utcnow,
 )
 from app.sync.runs import recorded_run
-from app.sync.shares import run_call_cap, run_calls_left, share_per_hour, share_per_window
+from app.sync.shares import (
+    run_call_cap,
+    run_calls_left,
+    share_per_hour,
+    share_per_window,
+    window_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -379,7 +385,7 @@ def sweep_share(settings: Settings) -> float:
 def activity_quiet_calls_left(session: Session, workspace: str, settings: Settings) -> int:
     """What the next scheduled run may spend on repositories without signs of change: the
     sweep share per run, never above what activity runs spent on them in the window."""
-    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
+    since = window_start(settings, settings.activity_interval_seconds)
     spent = sum(
         int((counts or {}).get("quiet_calls") or 0)
         for counts in session.scalars(

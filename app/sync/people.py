@@ -101,6 +101,7 @@ class PeopleSync:
         self.commit = commit
         self.settings = settings
         self.max_calls = max_calls  # the run's share of the budget; None: a full walk
+        self._started = 0  # the client's call count when the run started
         self.mapping = EntityBuilder(settings).mapping
         self.counts: dict[str, Any] = {}
 

@@ -9,13 +9,23 @@ included) spent in the window, so neither queued runs nor retries take a job pas
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.models import SyncRun, utcnow
+
+
+def window_start(settings: Settings, interval_seconds: int) -> datetime:
+    """Since when a job's runs count against its share in the current window.
+
+    Runs that started in the window's first tenth of an interval are not counted: beat sends
+    one run an interval, and the last window's run, queued a little longer than this one
+    behind other work, must not leave this one nothing (halving the job's pace)."""
+    slack = min(interval_seconds, settings.rate_window_seconds) / 10
+    return utcnow() - timedelta(seconds=settings.rate_window_seconds - slack)
 
 
 def share_per_window(settings: Settings, share: float) -> int:
@@ -46,7 +56,7 @@ def run_calls_left(
     floor: int,
 ) -> int:
     """The next run's cap, never above what the job's runs left of its share in the window."""
-    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
+    since = window_start(settings, interval_seconds)
     spent = session.scalar(
         select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
             SyncRun.kind == kind, SyncRun.workspace == workspace, SyncRun.started_at >= since
