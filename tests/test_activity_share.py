@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from app.models import PullRequest, Repository, WebhookDelivery, utcnow
@@ -133,7 +134,7 @@ def test_the_share_and_the_coverage_follow_the_settings(
         cold = activity_coverage(session, "acme", settings)
     assert cold.repositories == 10 and cold.never_reconciled == 10 and cold.oldest is None
     # 10 repositories x 3 calls / 50 calls an hour (the quiet sweep's 5 %)
-    assert cold.sweep_hours == 0.6
+    assert cold.sweep_hours == pytest.approx(0.6)
     _reconcile(rt, None)
     with rt.sessions() as session:
         warm = activity_coverage(session, "acme", settings)

@@ -124,7 +124,7 @@ def test_the_walk_resumes_where_it_stopped_and_covers_every_repository(
     assert coverage.repositories == 130 and coverage.never_read == 0
     # A batch a call, after what members and groups cost of the 30 an hour.
     assert coverage.oldest is not None
-    assert coverage.sweep_hours == round(130 / BATCH_REPOSITORIES / (30 - overhead), 1) > 0
+    assert coverage.sweep_hours == pytest.approx(130 / BATCH_REPOSITORIES / (30 - overhead))
     every = sum(len(r["user_permissions"]) for r in sim.repositories())
     assert stored == every
 

@@ -420,7 +420,7 @@ def activity_coverage(session: Session, workspace: str, settings: Settings) -> A
     ).one()
     per_hour = share_per_hour(settings, sweep_share(settings))
     sweep = total * CALLS_PER_REPOSITORY / per_hour if per_hour else float("inf")
-    return ActivityCoverage(int(total), int(never), oldest, round(sweep, 1))
+    return ActivityCoverage(int(total), int(never), oldest, sweep)
 
 
 def prune_old_activity(session: Session, retention_days: int) -> dict[str, int]:

@@ -4,6 +4,7 @@ within its share of the budget. Shown by `bbsync status`, `/api/budget` and the 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -39,7 +40,8 @@ class Sweep:
             "never": self.never,
             "oldest": self.oldest.isoformat() if self.oldest else None,
             "oldest_age_hours": self.oldest_age_hours,
-            "sweep_hours": self.sweep_hours,
+            # None: no share left for it (what members and groups cost takes it all)
+            "sweep_hours": None if math.isinf(self.sweep_hours) else round(self.sweep_hours, 2),
         }
 
     def line(self) -> str:
@@ -52,7 +54,7 @@ class Sweep:
             text += f"oldest {verb} {self.oldest_age_hours:.1f} h ago"
             if self.never:
                 text += f", {self.never} repositories not yet"
-        return text + f"; a full sweep takes {self.sweep_hours} h at the current share"
+        return text + f"; a full sweep takes {self.sweep_hours:.1f} h at the current share"
 
 
 def sweeps(session: Session, workspace: str, settings: Settings) -> list[Sweep]:

@@ -546,4 +546,4 @@ def people_coverage(session: Session, workspace: str, settings: Settings) -> Peo
     per_hour = share_per_hour(settings, settings.people_share)
     per_hour -= overhead * 3600 / settings.members_interval_seconds
     sweep = total * per_repository / per_hour if per_hour > 0 else float("inf")
-    return PeopleCoverage(int(total), int(never), oldest, round(sweep, 1))
+    return PeopleCoverage(int(total), int(never), oldest, sweep)

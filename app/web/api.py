@@ -42,7 +42,7 @@ class SweepSchema(Schema):
     never = fields.Integer()
     oldest = fields.String(allow_none=True)
     oldest_age_hours = fields.Float(allow_none=True)
-    sweep_hours = fields.Float()
+    sweep_hours = fields.Float(allow_none=True)
 
 
 class BudgetSchema(ResourceBudgetSchema):
