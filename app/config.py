@@ -159,12 +159,18 @@ class Settings:
     activity_interval_seconds: int = setting("BBSYNC_ACTIVITY_INTERVAL", 15 * 60, WholeNumber)
     # Of the hourly window, for scheduled activity reconciliation.
     activity_share: float = setting("BBSYNC_ACTIVITY_SHARE", 0.15, Share)
+    # Of the hourly window, what activity may spend on repositories without signs of change
+    # (the quiet sweep, a cold backlog); at most the activity share.
+    activity_sweep_share: float = setting("BBSYNC_ACTIVITY_SWEEP_SHARE", 0.05, Share)
     reconcile_pipelines: bool = setting("BBSYNC_RECONCILE_PIPELINES", True, Flag)
     health_pipeline_runs: int = setting("BBSYNC_HEALTH_PIPELINE_RUNS", 20, WholeNumber)
     retention_days: int = setting("BBSYNC_RETENTION_DAYS", 90, WholeNumber)
     # The catalog change feed: older cursors get a 410.
     change_retention_days: int = setting("BBSYNC_CHANGE_RETENTION_DAYS", 7, WholeNumber)
     members_interval_seconds: int = setting("BBSYNC_MEMBERS_INTERVAL", 3600, WholeNumber)
+    # Of the hourly window, for the scheduled people sync (members and groups first, then as
+    # much of the repository-permissions walk as fits; the walk resumes where it stopped).
+    people_share: float = setting("BBSYNC_PEOPLE_SHARE", 0.03, Share)
     quota_warn_percent: int = setting("BBSYNC_QUOTA_WARN_PERCENT", 80, WholeNumber)
     sentry_environment: str = setting("SENTRY_ENVIRONMENT", "production")
     sentry_release: str = setting("SENTRY_RELEASE", "")

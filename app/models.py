@@ -131,6 +131,9 @@ class Repository(Base):
     # advanced only after a complete walk; and when activity was last reconciled.
     pull_requests_cursor: Mapped[datetime | None]
     activity_reconciled_at: Mapped[datetime | None]
+    # When the people sync last read this repository's permissions in full (the walk goes a
+    # share at a time, so revocations apply only to repositories read since).
+    permissions_read_at: Mapped[datetime | None]
     # A webhook-driven catalog refresh that failed its last attempt: the catalog may be
     # stale. Cleared by the next refresh or clean catalog run that reads the repository.
     catalog_refresh_error: Mapped[str | None] = mapped_column(Text)

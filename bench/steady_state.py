@@ -14,7 +14,8 @@ simulated hour (a push to the main branch that changes `catalog-info.yaml` and m
 per job (`sync_runs`: kind and api_calls, by start time) and per resource (the simulator's
 counts: `src` is the raw window, everything else the repositories window); how long until a
 changed repository's pull request and catalog entity are in bbsync's database; the quiet
-sweep's coverage (oldest activity reconciliation, repositories never reconciled).
+sweeps' coverage (activity reconciliation and the people sync's permissions walk: the oldest
+read, repositories never read, a full sweep's length at the share).
 
     python -m bench.steady_state [--sizes 1000,10000] [--quiet-hours 24] [--change-hours 3]
 
@@ -39,7 +40,7 @@ from sqlalchemy import func, select, tuple_
 from app.config import settings_from_env
 from app.db import make_engine, make_session_factory
 from app.models import CatalogEntity, PullRequest, Repository, SyncRun, SyncStatus, utcnow
-from app.sync.activity import CALLS_PER_REPOSITORY, activity_coverage
+from app.sync.coverage import sweeps
 from app.task_names import SYNC_ALL_WORKSPACES, enqueue, producer
 from bench.processes import celery_beat, celery_worker
 from bench.system import Processes, flush_redis, migrated_database
@@ -98,7 +99,7 @@ class Result:
     cold_hours: float | None
     phases: list[Phase] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
-    coverage: dict[str, Any] = field(default_factory=dict)
+    coverage: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Bench:
@@ -198,16 +199,18 @@ class Bench:
             if c.pulls is None and (c.slug, c.pr) in pulls:
                 c.pulls = now - c.at
 
-    def coverage(self) -> dict[str, Any]:
+    def coverage(self) -> dict[str, dict[str, Any]]:
+        """Each sweep's coverage (activity, people) in simulated hours."""
         with self.sessions() as session:
-            cov = activity_coverage(session, WORKSPACE, self.settings)
-        age = (utcnow() - cov.oldest).total_seconds() / HOUR if cov.oldest else None
-        share = self.settings.activity_share
+            found = sweeps(session, WORKSPACE, self.settings)
         return {
-            "repositories": cov.repositories,
-            "never": cov.never_reconciled,
-            "oldest_hours": age,
-            "sweep_hours": cov.repositories * CALLS_PER_REPOSITORY / (API_LIMIT * share),
+            s.job: {
+                "repositories": s.repositories,
+                "never": s.never,
+                "oldest_hours": (utcnow() - s.oldest).total_seconds() / HOUR if s.oldest else None,
+                "sweep_hours": s.sweep_hours * 3600 / HOUR,  # real hours → simulated
+            }
+            for s in found
         }
 
 
@@ -308,13 +311,14 @@ def report(result: Result, change_hours: int, grace_hours: int) -> None:
             f"{RAW_LIMIT}; families per hour "
             f"{ {k: round(v / phase.hours) for k, v in sorted(phase.families.items())} }"
         )
-    cov = result.coverage
-    oldest = "none yet" if cov.get("oldest_hours") is None else f"{cov['oldest_hours']:.1f} h"
-    print(
-        f"  quiet sweep after the quiet phase: oldest reconciliation {oldest} ago, "
-        f"{cov.get('never')} of {cov.get('repositories')} never reconciled; a full sweep "
-        f"takes {cov.get('sweep_hours', 0):.0f} simulated h at the activity share"
-    )
+    for job, what in (("activity", "reconciliation"), ("people", "permissions read")):
+        cov = result.coverage.get(job, {})
+        oldest = "none yet" if cov.get("oldest_hours") is None else f"{cov['oldest_hours']:.1f} h"
+        print(
+            f"  {job} sweep after the quiet phase: oldest {what} {oldest} ago, "
+            f"{cov.get('never')} of {cov.get('repositories')} never read; a full sweep "
+            f"takes {cov.get('sweep_hours', 0):.1f} simulated h at the {job} share"
+        )
     if result.changes:
         cap = change_hours + grace_hours
         print(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from app.models import PullRequest, Repository, WebhookDelivery, utcnow
@@ -18,17 +19,22 @@ from app.sync.activity import (
     ActivityReconcile,
     activity_call_cap,
     activity_coverage,
+    activity_quiet_calls_left,
 )
 from app.sync.workspace import WorkspaceSync
 from bitbucket_sim.testing import SimProcess
 
 
-def _reconcile(rt: Runtime, max_calls: int | None) -> tuple[set[str], int, dict[str, int]]:
+def _reconcile(
+    rt: Runtime, max_calls: int | None, max_quiet_calls: int | None = None
+) -> tuple[set[str], int, dict[str, int]]:
     """Slugs reconciled by one run, the calls it spent, and its counts."""
     with rt.sessions() as session:
         before = {r.slug: r.activity_reconciled_at for r in session.scalars(select(Repository))}
         client = rt.bitbucket()
-        run = ActivityReconcile(client, session, session.commit, max_calls=max_calls).run("acme")
+        run = ActivityReconcile(
+            client, session, session.commit, max_calls=max_calls, max_quiet_calls=max_quiet_calls
+        ).run("acme")
         after = {r.slug: r.activity_reconciled_at for r in session.scalars(select(Repository))}
         counts = dict(run.counts or {})
     touched = {slug for slug, at in after.items() if at != before.get(slug)}
@@ -127,8 +133,38 @@ def test_the_share_and_the_coverage_follow_the_settings(
         WorkspaceSync(rt.bitbucket(), session, session.commit, settings).run("acme")
         cold = activity_coverage(session, "acme", settings)
     assert cold.repositories == 10 and cold.never_reconciled == 10 and cold.oldest is None
-    assert cold.sweep_hours == 0.2  # 10 repositories x 3 calls / 150 calls an hour
+    # 10 repositories x 3 calls / 50 calls an hour (the quiet sweep's 5 %)
+    assert cold.sweep_hours == pytest.approx(0.6)
     _reconcile(rt, None)
     with rt.sessions() as session:
         warm = activity_coverage(session, "acme", settings)
     assert warm.never_reconciled == 0 and warm.oldest is not None
+
+
+def test_the_quiet_sweep_spends_only_its_share_and_changes_the_rest(
+    sim_factory: Callable[..., SimProcess], runtime_for: Callable[..., Runtime], migrated_url: str
+) -> None:
+    sim = sim_factory(repos=24, seed=3, access_token="sim-token")
+    rt = runtime_for(sim, DATABASE_URL=migrated_url)
+    settings = rt.settings
+    assert settings.activity_sweep_share == 0.05
+    with rt.sessions() as session:
+        WorkspaceSync(rt.bitbucket(), session, session.commit, settings).run("acme")
+        # Never reconciled is no sign of change: the cold backlog goes at the sweep's pace.
+        assert activity_quiet_calls_left(session, "acme", settings) == 12  # 50 an hour / 4
+    touched, _, counts = _reconcile(rt, max_calls=37, max_quiet_calls=12)
+    assert len(touched) <= 4 and counts["quiet_calls"] <= 12 and counts["deferred"] >= 20
+    _reconcile(rt, None)  # all reconciled once
+    slugs = [r["slug"] for r in sim.repositories()]
+    pushed = set(slugs[:6])
+    for slug in pushed:
+        sim.admin("POST", f"repos/{slug}/push", json={"files": {"README.md": "changed"}})
+    with rt.sessions() as session:
+        WorkspaceSync(rt.bitbucket(), session, session.commit, settings).run("acme")
+    touched, spent, counts = _reconcile(rt, max_calls=37, max_quiet_calls=6)
+    assert pushed <= touched, "a change waited behind the quiet share"
+    assert counts["changed"] == 6 and counts["quiet_calls"] <= 6
+    assert 0 < len(touched - pushed) <= 2 and spent <= 37
+    with rt.sessions() as session:
+        # The uncapped run above (as `bbsync sync --activity`) spent more than the window's 50.
+        assert activity_quiet_calls_left(session, "acme", settings) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -30,8 +29,9 @@ from app.models import (
 from app.ops.credentials_age import token_age_notice
 from app.ops.logs import configure_logging
 from app.runtime import Runtime
-from app.sync.activity import ActivityCoverage, ActivityReconcile, activity_coverage
+from app.sync.activity import ActivityReconcile
 from app.sync.catalog.phase import CatalogProgress
+from app.sync.coverage import sweeps
 from app.sync.eta import budget_eta_hours, catalog_remaining, describe_eta, listing_remaining
 from app.sync.liveness import RunWatch, SyncBusy, watching
 from app.sync.people import PeopleSync
@@ -345,24 +345,11 @@ def _workspace_lines(session: Any, settings: Settings) -> list[str]:
                 lines.append(f"    conflict: {conflict}")
         if workspace is not None:
             lines.extend(_parse_error_lines(session, workspace))
-            lines.append(_coverage_line(activity_coverage(session, slug, settings)))
+            lines.extend(sweep.line() for sweep in sweeps(session, slug, settings))
     for stale in stale_repositories(session):
         since = stale.since.isoformat(timespec="seconds")
         lines.append(f"STALE {stale.full_name}: catalog refresh failed at {since}: {stale.reason}")
     return lines
-
-
-def _coverage_line(coverage: ActivityCoverage) -> str:
-    """How current pull requests, pipelines and statuses are, for `bbsync status`."""
-    line = "  activity: "
-    if coverage.oldest is None or coverage.never_reconciled == coverage.repositories:
-        line += "never reconciled"
-    else:
-        age = (datetime.now(UTC) - coverage.oldest).total_seconds() / 3600
-        line += f"oldest reconciliation {age:.1f} h ago"
-        if coverage.never_reconciled:
-            line += f", {coverage.never_reconciled} repositories not yet"
-    return line + f"; a full sweep takes {coverage.sweep_hours} h at the current share"
 
 
 def _parked_lines(session: Any, shown: int = 10) -> list[str]:

@@ -34,6 +34,13 @@ from app.models import (
     utcnow,
 )
 from app.sync.runs import recorded_run
+from app.sync.shares import (
+    run_call_cap,
+    run_calls_left,
+    share_per_hour,
+    share_per_window,
+    window_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,12 +166,16 @@ class ActivityReconcile:
         *,
         pipelines: bool = True,
         max_calls: int | None = None,
+        max_quiet_calls: int | None = None,
     ) -> None:
         self.client = client
         self.session = session
         self.commit = commit
         self.pipelines = pipelines
         self.max_calls = max_calls
+        # What repositories without signs of change (the quiet sweep, a cold backlog) may
+        # spend of `max_calls`: changed ones may spend all of it.
+        self.max_quiet_calls = max_quiet_calls
         self.counts: dict[str, int] = {}
 
     def run(self, workspace: str) -> SyncRun:
@@ -181,6 +192,7 @@ class ActivityReconcile:
                 "statuses",
                 "failures",
                 "deferred",
+                "quiet_calls",
             ),
             0,
         )
@@ -191,11 +203,20 @@ class ActivityReconcile:
             ordered = reconcile_order(self.session, workspace)
             for index, (repo, changed) in enumerate(ordered):
                 spent = self.client.ledger.total - started
-                if self.max_calls is not None and spent + cost > self.max_calls:
+                quiet = self.counts["quiet_calls"]
+                if (self.max_calls is not None and spent + cost > self.max_calls) or (
+                    not changed
+                    and self.max_quiet_calls is not None
+                    and quiet + cost > self.max_quiet_calls
+                ):
+                    # Changed repositories come first: whatever is left waits for a later run.
                     self.counts["deferred"] = len(ordered) - index
                     break
+                before = self.client.ledger.total
                 self.reconcile_repository(workspace, repo)
                 self.counts["changed"] += changed
+                if not changed:
+                    self.counts["quiet_calls"] += self.client.ledger.total - before
                 self.commit()
         return run
 
@@ -337,22 +358,45 @@ def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, 
 
 def activity_call_cap(settings: Settings) -> int:
     """Calls one scheduled reconciliation may spend: its share of the window, per interval."""
-    per_window = settings.rate_limit_per_hour * settings.activity_share
-    runs_per_window = settings.rate_window_seconds / settings.activity_interval_seconds
-    return max(CALLS_PER_REPOSITORY, int(per_window / runs_per_window))
+    return run_call_cap(
+        settings, settings.activity_share, settings.activity_interval_seconds, CALLS_PER_REPOSITORY
+    )
 
 
 def activity_calls_left(session: Session, workspace: str, settings: Settings) -> int:
     """The next scheduled run's cap, never above what activity runs (retries after a budget
     pause, beat's runs queued behind a busy worker) left of the share in the current window."""
-    since = utcnow() - timedelta(seconds=settings.rate_window_seconds)
-    spent = session.scalar(
-        select(func.coalesce(func.sum(SyncRun.api_calls), 0)).where(
-            SyncRun.kind == KIND, SyncRun.workspace == workspace, SyncRun.started_at >= since
+    return run_calls_left(
+        session,
+        workspace,
+        KIND,
+        settings,
+        share=settings.activity_share,
+        interval_seconds=settings.activity_interval_seconds,
+        floor=CALLS_PER_REPOSITORY,
+    )
+
+
+def sweep_share(settings: Settings) -> float:
+    """The quiet sweep's share: `BBSYNC_ACTIVITY_SWEEP_SHARE`, never above the activity share."""
+    return min(settings.activity_sweep_share, settings.activity_share)
+
+
+def activity_quiet_calls_left(session: Session, workspace: str, settings: Settings) -> int:
+    """What the next scheduled run may spend on repositories without signs of change: the
+    sweep share per run, never above what activity runs spent on them in the window."""
+    since = window_start(settings, settings.activity_interval_seconds)
+    spent = sum(
+        int((counts or {}).get("quiet_calls") or 0)
+        for counts in session.scalars(
+            select(SyncRun.counts).where(
+                SyncRun.kind == KIND, SyncRun.workspace == workspace, SyncRun.started_at >= since
+            )
         )
     )
-    share = int(settings.rate_limit_per_hour * settings.activity_share)
-    return max(0, min(activity_call_cap(settings), share - int(spent or 0)))
+    share = sweep_share(settings)
+    cap = run_call_cap(settings, share, settings.activity_interval_seconds, CALLS_PER_REPOSITORY)
+    return max(0, min(cap, share_per_window(settings, share) - spent))
 
 
 @dataclass(frozen=True)
@@ -374,10 +418,9 @@ def activity_coverage(session: Session, workspace: str, settings: Settings) -> A
             func.min(Repository.activity_reconciled_at),
         ).where(*live)
     ).one()
-    per_hour = settings.rate_limit_per_hour * settings.activity_share
-    per_hour *= 3600 / settings.rate_window_seconds
+    per_hour = share_per_hour(settings, sweep_share(settings))
     sweep = total * CALLS_PER_REPOSITORY / per_hour if per_hour else float("inf")
-    return ActivityCoverage(int(total), int(never), oldest, round(sweep, 1))
+    return ActivityCoverage(int(total), int(never), oldest, sweep)
 
 
 def prune_old_activity(session: Session, retention_days: int) -> dict[str, int]:

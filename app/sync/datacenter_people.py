@@ -26,7 +26,7 @@ from app.catalog.datacenter_entities import DataCenterEntityBuilder
 from app.catalog.entities import BuiltEntity
 from app.config import Settings
 from app.datacenter_settings import DataCenterSettings
-from app.models import BitbucketGroup, Repository, SyncRun, Workspace, WorkspaceMember
+from app.models import BitbucketGroup, Repository, SyncRun, Workspace, WorkspaceMember, utcnow
 from app.sync.datacenter import stable_uuid
 from app.sync.people import KIND, PeopleSync
 from app.sync.repositories import ensure_workspace
@@ -159,10 +159,13 @@ class DataCenterPeopleSync(PeopleSync):
     def _repository_workspaces(self, ws: Workspace) -> list[int]:
         return [w.id for w in self._project_workspaces()]
 
-    def _permissions(self, ws: Workspace) -> dict[tuple[int, str, str], str]:
+    def _permissions(self, ws: Workspace) -> tuple[dict[tuple[int, str, str], str], set[int]]:
         """Effective grants `{(repository id, user|group, user id or group name): level}`:
-        the highest of the project's and the repository's."""
+        the highest of the project's and the repository's; and the repositories read in full
+        (every one whose grants were not refused: the Data Center walk has no share yet)."""
         found: dict[tuple[int, str, str], str] = {}
+        read: set[int] = set()
+        now = utcnow()
 
         def grant(repo_id: int, rows: list[dict[str, Any]]) -> None:
             for row in rows:
@@ -206,7 +209,9 @@ class DataCenterPeopleSync(PeopleSync):
                     self.unknown_repositories.add(repo.id)
                     continue
                 grant(repo.id, users + groups + repo_users + repo_groups)
-        return found
+                read.add(repo.id)
+                repo.permissions_read_at = now
+        return found, read
 
     # -- entities -----------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.bitbucket.client import BitbucketClient, api_path
@@ -42,10 +43,29 @@ from app.sync.entity_writer import EntityWriter, WriteOutcome
 from app.sync.repositories import ensure_workspace
 from app.sync.retire import guard_removal
 from app.sync.runs import recorded_run
+from app.sync.shares import run_calls_left, share_per_hour
 
 log = logging.getLogger(__name__)
 
 KIND = "members"
+# Without an admin credential a repository's permissions cost two calls (users, groups).
+PER_REPOSITORY_CALLS = 2
+# An admin's workspace query names this many repositories at most (one page of 100 for 40
+# repositories with two explicit permissions each), and stays well inside URL limits.
+BATCH_REPOSITORIES = 40
+BATCH_QUERY_CHARS = 3000
+
+
+def _batch(pending: list[Repository]) -> list[Repository]:
+    """The next repositories one workspace-permissions query asks for."""
+    batch: list[Repository] = []
+    length = 0
+    for repo in pending[:BATCH_REPOSITORIES]:
+        length += len(repo.full_name) + 30
+        if batch and length > BATCH_QUERY_CHARS:
+            break
+        batch.append(repo)
+    return batch
 
 
 def audit(
@@ -75,11 +95,15 @@ class PeopleSync:
         session: Session,
         commit: Callable[[], None],
         settings: Settings,
+        *,
+        max_calls: int | None = None,
     ) -> None:
         self.client = client
         self.session = session
         self.commit = commit
         self.settings = settings
+        self.max_calls = max_calls  # the run's share of the budget; None: a full walk
+        self._started = 0  # the client's call count when the run started
         self.mapping = EntityBuilder(settings).mapping
         self.counts: dict[str, Any] = {}
         # Repositories whose permissions could not be read this run: their grants are kept.
@@ -92,12 +116,16 @@ class PeopleSync:
             "groups": "none",
             "permissions": 0,
             "revoked_permissions": 0,
+            "permission_repositories": 0,  # read in full by this run
+            "permission_calls": 0,
+            "permissions_deferred": 0,  # left for the next runs (the share ran out)
             "entities_written": 0,
             "entities_deleted": 0,
             "warnings": [],
         }
         run = SyncRun(kind=KIND, workspace=workspace)
         with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
+            self._started = self.client.ledger.total
             ws = ensure_workspace(self.session, self.client, workspace)
             members = [
                 _member(m["user"])
@@ -144,42 +172,92 @@ class PeopleSync:
         self.counts["groups"] = len(groups)
         return groups
 
-    def _permissions(self, ws: Workspace) -> dict[tuple[int, str, str], str]:
-        """`{(repository id, user|group, account id or group slug): permission}`."""
-        repos = {
-            r.full_name: r.id
-            for r in self.session.scalars(
-                select(Repository).where(
-                    Repository.workspace_id == ws.id, Repository.deleted_at.is_(None)
-                )
+    def _spent(self) -> int:
+        return self.client.ledger.total - self._started
+
+    def _affordable(self, cost: int) -> bool:
+        return self.max_calls is None or self._spent() + cost <= self.max_calls
+
+    def _permissions(self, ws: Workspace) -> tuple[dict[tuple[int, str, str], str], set[int]]:
+        """`{(repository id, user|group, account id or group slug): permission}` and the ids of
+        the repositories whose permissions were read in full.
+
+        Repositories are read oldest `permissions_read_at` first (never read before all), as
+        many as the run's share allows, so successive runs sweep them all and each run goes on
+        where the last one stopped. With an admin credential a query asks the workspace
+        permissions for a batch of repositories by name (one page for ~40 repositories);
+        otherwise each repository's `permissions-config` is read (two calls each).
+        """
+        repos = list(
+            self.session.scalars(
+                select(Repository)
+                .where(Repository.workspace_id == ws.id, Repository.deleted_at.is_(None))
+                .order_by(Repository.permissions_read_at.asc().nulls_first(), Repository.full_name)
             )
-        }
+        )
         found: dict[tuple[int, str, str], str] = {}
-        try:
-            for item in self.client.paginate(
-                api_path("workspaces", ws.slug, "permissions", "repositories")
-            ):
-                repo_id = repos.get(str((item.get("repository") or {}).get("full_name")))
-                account = (item.get("user") or {}).get("account_id")
-                if repo_id and account and item.get("permission"):
-                    found[(repo_id, "user", str(account))] = str(item["permission"])
-            return found
-        except CredentialError:
-            # Not a workspace admin: read each repository's explicit permissions instead.
-            self.counts["warnings"].append(
-                "workspace permissions need an admin; read per repository"
-            )
-        for full_name, repo_id in repos.items():
-            slug = full_name.split("/", 1)[1]
-            base = api_path("repositories", ws.slug, slug, "permissions-config")
-            for item in self.client.paginate(f"{base}/users"):
-                account = (item.get("user") or {}).get("account_id")
-                if account:
-                    found[(repo_id, "user", str(account))] = str(item["permission"])
-            for item in self.client.paginate(f"{base}/groups"):
-                group = (item.get("group") or {}).get("slug")
-                if group:
-                    found[(repo_id, "group", str(group))] = str(item["permission"])
+        read: set[int] = set()
+        started = self.client.ledger.total
+        pending = list(repos)
+        admin = True
+        while pending:
+            if admin:
+                batch = _batch(pending)
+                if not self._affordable(1):
+                    break
+                try:
+                    found.update(self._workspace_permissions(ws, batch))
+                except CredentialError:
+                    # Not a workspace admin: read each repository's explicit permissions.
+                    self.counts["warnings"].append(
+                        "workspace permissions need an admin; read per repository"
+                    )
+                    admin = False
+                    continue
+            else:
+                batch = pending[:1]
+                if not self._affordable(PER_REPOSITORY_CALLS):
+                    break
+                found.update(self._repository_permissions(ws, batch[0]))
+            read.update(r.id for r in batch)
+            pending = pending[len(batch) :]
+        self.counts["permission_calls"] = self.client.ledger.total - started
+        self.counts["permission_repositories"] = len(read)
+        self.counts["permissions_deferred"] = len(pending)
+        now = utcnow()
+        for repo in repos:
+            if repo.id in read:
+                repo.permissions_read_at = now
+        return found, read
+
+    def _workspace_permissions(
+        self, ws: Workspace, batch: list[Repository]
+    ) -> dict[tuple[int, str, str], str]:
+        ids = {r.full_name: r.id for r in batch}
+        query = " OR ".join(f'repository.full_name="{name}"' for name in ids)
+        found: dict[tuple[int, str, str], str] = {}
+        for item in self.client.paginate(
+            api_path("workspaces", ws.slug, "permissions", "repositories"), {"q": query}
+        ):
+            repo_id = ids.get(str((item.get("repository") or {}).get("full_name")))
+            account = (item.get("user") or {}).get("account_id")
+            if repo_id and account and item.get("permission"):
+                found[(repo_id, "user", str(account))] = str(item["permission"])
+        return found
+
+    def _repository_permissions(
+        self, ws: Workspace, repo: Repository
+    ) -> dict[tuple[int, str, str], str]:
+        found: dict[tuple[int, str, str], str] = {}
+        base = api_path("repositories", ws.slug, repo.slug, "permissions-config")
+        for item in self.client.paginate(f"{base}/users"):
+            account = (item.get("user") or {}).get("account_id")
+            if account:
+                found[(repo.id, "user", str(account))] = str(item["permission"])
+        for item in self.client.paginate(f"{base}/groups"):
+            group = (item.get("group") or {}).get("slug")
+            if group:
+                found[(repo.id, "group", str(group))] = str(item["permission"])
         return found
 
     # -- applying ---------------------------------------------------------------------
@@ -263,7 +341,36 @@ class PeopleSync:
                 first_seen_at=row.first_seen_at.isoformat(),
                 last_seen_at=row.last_seen_at.isoformat(),
             )
+        self._revoke_leavers(ws, live - seen, now)
         return None
+
+    def _revoke_leavers(self, ws: Workspace, accounts: set[str], now: datetime) -> None:
+        """Leaving the workspace takes every repository permission with it (Bitbucket drops
+        them): revoked now, not when the permissions walk next reaches each repository."""
+        if not accounts:
+            return
+        for row in self.session.scalars(
+            select(RepositoryPermission)
+            .join(Repository, RepositoryPermission.repository_id == Repository.id)
+            .where(
+                Repository.workspace_id.in_(self._repository_workspaces(ws)),
+                RepositoryPermission.principal_type == "user",
+                RepositoryPermission.principal.in_(sorted(accounts)),
+                RepositoryPermission.removed_at.is_(None),
+            )
+        ):
+            row.removed_at = now
+            self.counts["revoked_permissions"] += 1
+            audit(
+                self.session,
+                ws.slug,
+                "permission_revoked",
+                row.principal,
+                repository_id=row.repository_id,
+                principal_type=row.principal_type,
+                permission=row.permission,
+                reason="member_removed",
+            )
 
     def _apply_groups(self, ws: Workspace, groups: list[dict[str, Any]] | None) -> str | None:
         if groups is None:
@@ -304,18 +411,28 @@ class PeopleSync:
         return [ws.id]
 
     def _apply_permissions(self, ws: Workspace) -> str | None:
+        """Store what was read; revoke only within repositories read in full by this run (a
+        repository the walk did not reach keeps its permissions) and in deleted ones."""
         now = utcnow()
-        found = self._permissions(ws)
-        existing = {
-            (p.repository_id, p.principal_type, p.principal): p
-            for p in self.session.scalars(
-                select(RepositoryPermission)
-                .join(Repository, RepositoryPermission.repository_id == Repository.id)
-                .where(Repository.workspace_id.in_(self._repository_workspaces(ws)))
-            )
-        }
+        found, read = self._permissions(ws)
+        existing: dict[tuple[int, str, str], RepositoryPermission] = {}
+        gone: set[int] = set()
+        for p, deleted_at in self.session.execute(
+            select(RepositoryPermission, Repository.deleted_at)
+            .join(Repository, RepositoryPermission.repository_id == Repository.id)
+            .where(Repository.workspace_id.in_(self._repository_workspaces(ws)))
+        ):
+            existing[(p.repository_id, p.principal_type, p.principal)] = p
+            if deleted_at is not None:
+                gone.add(p.repository_id)
+        # Only repositories read in full this run (or gone) can lose a grant: one the walk has
+        # not reached, or whose permissions were refused, keeps what was known.
         unknown = self.unknown_repositories
-        live = {k for k, p in existing.items() if p.removed_at is None and k[0] not in unknown}
+        live = {
+            k
+            for k, p in existing.items()
+            if p.removed_at is None and k[0] not in unknown and (k[0] in read or k[0] in gone)
+        }
         refused = self._refuse("permission", len(live - set(found)), len(live))
         for key, permission in found.items():
             row = existing.get(key)
@@ -410,3 +527,61 @@ class PeopleSync:
 
     def _group_entity(self, ws: Workspace, group: BitbucketGroup, users: list[str]) -> BuiltEntity:
         return group_entity(ws.slug, group.slug, group.name, users, self.mapping)
+
+
+def people_calls_left(session: Session, workspace: str, settings: Settings) -> int:
+    """The next scheduled people sync's cap: `BBSYNC_PEOPLE_SHARE` of the window per run,
+    never above what people syncs left of it in the current window (members and groups are
+    read whatever the cap; the permissions walk stops when it is spent)."""
+    return run_calls_left(
+        session,
+        workspace,
+        KIND,
+        settings,
+        share=settings.people_share,
+        interval_seconds=settings.members_interval_seconds,
+        floor=1,
+    )
+
+
+@dataclass(frozen=True)
+class PeopleCoverage:
+    repositories: int
+    never_read: int
+    oldest: datetime | None  # the oldest full read of a repository's permissions
+    sweep_hours: float  # a full pass over every repository's permissions at the current share
+
+
+def people_coverage(session: Session, workspace: str, settings: Settings) -> PeopleCoverage:
+    """How far behind the permissions walk is, and how long a full sweep takes at the share.
+
+    A sweep's cost comes from the last run that read permissions (calls per repository read:
+    ~1/40 with an admin credential, 2 without); what members and groups cost each run is
+    taken off the share first."""
+    ws = session.scalars(select(Workspace).where(Workspace.slug == workspace)).first()
+    live = (Repository.workspace_id == (ws.id if ws else -1), Repository.deleted_at.is_(None))
+    total, never, oldest = session.execute(
+        select(
+            func.count(),
+            func.count().filter(Repository.permissions_read_at.is_(None)),
+            func.min(Repository.permissions_read_at),
+        ).where(*live)
+    ).one()
+    per_repository, overhead = float(PER_REPOSITORY_CALLS), 0.0
+    last = session.scalars(
+        select(SyncRun)
+        .where(SyncRun.kind == KIND, SyncRun.workspace == workspace)
+        .order_by(SyncRun.started_at.desc())
+        .limit(20)
+    ).all()
+    for past in last:
+        counts = past.counts or {}
+        read = int(counts.get("permission_repositories") or 0)
+        if read:
+            per_repository = int(counts.get("permission_calls") or 0) / read
+            overhead = max(0, (past.api_calls or 0) - int(counts.get("permission_calls") or 0))
+            break
+    per_hour = share_per_hour(settings, settings.people_share)
+    per_hour -= overhead * 3600 / settings.members_interval_seconds
+    sweep = total * per_repository / per_hour if per_hour > 0 else float("inf")
+    return PeopleCoverage(int(total), int(never), oldest, sweep)

@@ -8,8 +8,10 @@ import redis
 from flask import Blueprint, jsonify
 from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.models import CatalogFile, DeliveryStatus, Repository, WebhookDelivery, Workspace
+from app.sync.coverage import workspace_sweeps
 from app.web import runtime
 from app.web.auth import require_api_token
 from app.web.openapi import Reply, documented
@@ -34,11 +36,28 @@ class ResourceBudgetSchema(Schema):
     paused_until = fields.String(allow_none=True)
 
 
+class SweepSchema(Schema):
+    """A scheduled sweep within its share: how far behind it is, how long a full pass takes."""
+
+    share = fields.Float()
+    repositories = fields.Integer()
+    never = fields.Integer()
+    oldest = fields.String(allow_none=True)
+    oldest_age_hours = fields.Float(allow_none=True)
+    sweep_hours = fields.Float(allow_none=True)
+
+
 class BudgetSchema(ResourceBudgetSchema):
-    """The API window at the top level (as before), and every resource's window."""
+    """The API window at the top level (as before), and every resource's window; per workspace
+    the sweeps that spend shares of it (`activity`, `people`; null when the database is down)."""
 
     credential = fields.String()
     resources = fields.Dict(keys=fields.String(), values=fields.Nested(ResourceBudgetSchema))
+    sweeps = fields.Dict(
+        keys=fields.String(),
+        values=fields.Dict(keys=fields.String(), values=fields.Nested(SweepSchema)),
+        allow_none=True,
+    )
 
 
 class DataCenterBudgetSchema(ResourceBudgetSchema):
@@ -141,6 +160,14 @@ def budget() -> Any:
         return jsonify(error="redis_unavailable", message=type(exc).__name__), 503
     snapshot = {**resources["repositories"], "resources": resources, "datacenter": datacenter}
     snapshot["credential"] = rt.settings.credential.kind.value
+    try:
+        with rt.sessions() as session:
+            snapshot["sweeps"] = {
+                slug: {sweep.job: sweep.as_dict() for sweep in found}
+                for slug, found in workspace_sweeps(session, rt.settings).items()
+            }
+    except SQLAlchemyError:
+        snapshot["sweeps"] = None  # the windows are Redis's: still worth answering
     return jsonify(_budget_schema.dump(snapshot))
 
 

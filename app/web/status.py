@@ -2,8 +2,9 @@
 
 Workspaces and their last syncs, entities by kind, the budget over the last hour (calls per
 minute by endpoint family against the limit, 429s marked), recent deliveries and failures,
-unusable catalog files, repositories whose catalog refresh failed, quota alerts and the token's
-age. Open unless `BBSYNC_STATUS_BASIC_AUTH` asks for a login.
+unusable catalog files, repositories whose catalog refresh failed, quota alerts, the token's
+age, and per workspace how far the sweeps within a share (activity, people) are behind. Open
+unless `BBSYNC_STATUS_BASIC_AUTH` asks for a login.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.accounting import MINUTE_KEY
 from app.bitbucket.quota import alert_counts
+from app.config import Settings
 from app.models import (
     CatalogEntity,
     CatalogFile,
@@ -31,6 +33,7 @@ from app.models import (
 )
 from app.ops.credentials_age import token_age_notice
 from app.repository_health import repository_health
+from app.sync.coverage import sweeps
 from app.sync.refresh_failures import stale_repositories
 from app.web import runtime
 from app.web.auth import require_status_login
@@ -174,13 +177,13 @@ def status() -> Any:
         page["problems"].append(f"Redis unreachable ({type(exc).__name__})")
     try:
         with rt.sessions() as session:
-            page.update(_database_figures(session))
+            page.update(_database_figures(session, settings))
     except SQLAlchemyError as exc:
         page["problems"].append(f"database unavailable or not migrated ({type(exc).__name__})")
     return render_template("status.html", **page)
 
 
-def _database_figures(session: Any) -> dict[str, Any]:
+def _database_figures(session: Any, settings: Settings) -> dict[str, Any]:
     workspaces = []
     for ws in session.scalars(select(Workspace).order_by(Workspace.slug)):
         repos = session.scalar(
@@ -202,7 +205,14 @@ def _database_figures(session: Any) -> dict[str, Any]:
             ).first()
             if run is not None:
                 runs.append(run)
-        workspaces.append({"slug": ws.slug, "repositories": repos, "runs": runs})
+        workspaces.append(
+            {
+                "slug": ws.slug,
+                "repositories": repos,
+                "runs": runs,
+                "sweeps": sweeps(session, ws.slug, settings),
+            }
+        )
     entities = session.execute(
         select(CatalogEntity.kind, func.count())
         .where(CatalogEntity.deleted_at.is_(None))

@@ -127,6 +127,8 @@ def repository_summary(sim_slug: str, repo: Repository) -> dict[str, Any]:
         "catalog_layout": repo.catalog_layout,
         "catalog_paths": sorted(p for p in head.files if p.endswith("catalog-info.yaml")),
         "files": sorted(head.files),
+        "user_permissions": dict(repo.user_permissions),
+        "group_permissions": dict(repo.group_permissions),
     }
 
 

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request
 from bitbucket_sim import activity_changes, repo_changes
 from bitbucket_sim.api.context import current_sim, json_response, origin, request_body
 from bitbucket_sim.body import text
+from bitbucket_sim.errors import not_found
 from bitbucket_sim.render import commit_json, ref_json, repository_json
 from bitbucket_sim.render_activity import pipeline_json, pullrequest_json, status_json
 
@@ -38,6 +39,17 @@ def push(slug: str) -> Response:
     doc = commit_json(origin(), sim.workspace, repo, head)
     doc["branch"] = branch
     return json_response(doc, 201)
+
+
+@blueprint.delete("/<slug>/permissions/users/<account_id>")
+def delete_user_permission(slug: str, account_id: str) -> Response:
+    """Take one user's explicit permission on a repository away (no webhook: Bitbucket sends
+    none for permission changes)."""
+    repo = current_sim().repository(slug)
+    permission = repo.user_permissions.pop(account_id, None)
+    if permission is None:
+        raise not_found(f"{account_id} has no explicit permission on {slug}")
+    return json_response({"account_id": account_id, "permission": permission, "deleted": True})
 
 
 @blueprint.post("/<slug>/branches")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+import re
+
+from flask import Blueprint, Response, request
 
 from bitbucket_sim.api.context import json_response, origin, workspace_guard
 from bitbucket_sim.api.listing import fielded, paginated
 from bitbucket_sim.errors import SimError, not_found
-from bitbucket_sim.model import Repository
+from bitbucket_sim.model import Repository, Workspace
 from bitbucket_sim.render_activity import (
     group_v1_json,
     membership_json,
@@ -62,8 +64,32 @@ def repository_permissions(workspace: str) -> Response:
     """Explicit user permissions on every repository (`repository_permission`)."""
     sim = workspace_guard(workspace)
     ws, base = sim.workspace, origin()
-    rows = _user_permissions(list(ws.repositories.values()))
+    repos = _named(ws, request.args.get("q") or "")
+    if repos is None:
+        repos = list(ws.repositories.values())
+    rows = _user_permissions(repos)
     return paginated(rows, lambda row: repository_permission_json(base, ws, *row))
+
+
+_FULL_NAME = re.compile(r'\s*\(?\s*repository\.full_name\s*=\s*"([^"\\]+)"\s*\)?\s*')
+
+
+def _named(ws: Workspace, query: str) -> list[Repository] | None:
+    """The repositories a `repository.full_name="…" OR …` query names, so that only their
+    rows are rendered before the query is applied (the same answer, without rendering every
+    permission of the workspace for each query); None for any other query."""
+    if not query.strip():
+        return None
+    repos: dict[str, Repository] = {}
+    for part in query.split(" OR "):
+        match = _FULL_NAME.fullmatch(part)
+        if match is None:
+            return None
+        owner, _, slug = match.group(1).partition("/")
+        repo = ws.repositories.get(slug) if owner == ws.slug else None
+        if repo is not None:
+            repos[repo.slug] = repo
+    return list(repos.values())
 
 
 @blueprint.get("/2.0/workspaces/<workspace>/permissions/repositories/<slug>")

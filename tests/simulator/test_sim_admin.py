@@ -117,3 +117,30 @@ def test_sim_server_serves_in_process() -> None:
         assert page["values"][0]["links"]["self"]["href"].startswith(server.url)
     finally:
         server.stop()
+
+
+def test_a_repository_permission_taken_away_and_queried_by_full_name() -> None:
+    with SimProcess(repos=12, seed=8) as sim:
+        url = f"{sim.api_url}/workspaces/{sim.workspace}/permissions/repositories"
+        everything = requests.get(url, params={"pagelen": 100}, timeout=10).json()["values"]
+        repos = sim.repositories()
+        names = [f"{sim.workspace}/{r['slug']}" for r in repos[:3]]
+        query = " OR ".join(f'repository.full_name="{n}"' for n in names)
+        named = requests.get(url, params={"q": query, "pagelen": 100}, timeout=10).json()
+        # Only the named repositories' rows, the same rows as in the whole listing.
+        expected = [v for v in everything if v["repository"]["full_name"] in names]
+        assert named["values"] == expected and named["size"] == len(expected) > 0
+        mixed = requests.get(
+            url, params={"q": f'{query} OR permission="admin"', "pagelen": 100}, timeout=10
+        ).json()["values"]
+        assert len(mixed) >= len(expected)  # any other query is the generic filter
+
+        slug = repos[0]["slug"]
+        account, permission = next(iter(repos[0]["user_permissions"].items()))
+        taken = sim.admin("DELETE", f"repos/{slug}/permissions/users/{account}")
+        assert taken.status_code == 200 and taken.json()["permission"] == permission
+        assert account not in sim.admin("GET", f"repos/{slug}").json()["user_permissions"]
+        again = sim.admin("DELETE", f"repos/{slug}/permissions/users/{account}")
+        assert again.status_code == 404
+        after = requests.get(url, params={"q": query, "pagelen": 100}, timeout=10).json()
+        assert after["size"] == len(expected) - 1

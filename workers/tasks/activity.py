@@ -7,7 +7,12 @@ from typing import Any
 from celery import shared_task
 
 from app.catalog.changes import prune_changes
-from app.sync.activity import ActivityReconcile, activity_calls_left, prune_old_activity
+from app.sync.activity import (
+    ActivityReconcile,
+    activity_calls_left,
+    activity_quiet_calls_left,
+    prune_old_activity,
+)
 from app.task_names import PRUNE_ACTIVITY, RECONCILE_ACTIVITY, RECONCILE_ALL_ACTIVITY
 from workers.base import BbsyncTask
 
@@ -32,6 +37,7 @@ def reconcile_activity(self: BbsyncTask, workspace: str) -> dict[str, Any]:
             session.commit,
             pipelines=settings.reconcile_pipelines,
             max_calls=activity_calls_left(session, workspace, settings),
+            max_quiet_calls=activity_quiet_calls_left(session, workspace, settings),
         ).run(workspace)
         return {"run_id": run.id, "api_calls": run.api_calls, **run.counts}
 
