@@ -1,0 +1,165 @@
+"""Processing a stored Bitbucket Data Center webhook delivery.
+
+A Data Center delivery names its repository by the server's numeric id: the row is found by
+the UUID the Data Center sync derives from it (`stable_uuid`), in the workspace `{host}/{KEY}`,
+so a webhook and a sync never disagree on identity. What each event does:
+
+- `repo:refs_changed` touching the default branch: the head moves to the pushed commit and
+  the repository's catalog is refreshed (coalesced per repository, as Cloud's pushes are);
+  other branches and tags change nothing in the catalog;
+- `repo:modified` (a rename): name, slug and full name from the payload, then a refresh (the
+  entities' annotations carry the slug); a move to another project asks for a walk of both;
+- `repo:forked`: the fork is a new repository, found by a walk of its project;
+- `pr:*`: recorded (the delivery's summary); pull requests are read by the activity sync;
+- `project:modified`: the project's (and its workspace's) name;
+- a repository bbsync does not know (created since the last sync): a catalog walk of its
+  project is scheduled, when the project is one of `BITBUCKET_DC_PROJECTS` (or all are).
+
+Idempotent: processing a delivery twice leaves the same rows, and schedules one more
+(coalesced) refresh or walk at most.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.bitbucket.datacenter_webhooks import load_dc_event
+from app.datacenter_settings import DataCenterSettings
+from app.models import Project, Repository, WebhookDelivery, Workspace, utcnow
+from app.sync.datacenter import stable_uuid, workspace_key
+
+log = logging.getLogger(__name__)
+
+ZERO_HASH = "0" * 40
+
+
+class DataCenterEventProcessor:
+    def __init__(
+        self,
+        session: Session,
+        server: DataCenterSettings,
+        schedule_refresh: Callable[[int], None],
+        schedule_walk: Callable[[str], None],
+    ) -> None:
+        self.session = session
+        self.server = server
+        self.schedule_refresh = schedule_refresh
+        self.schedule_walk = schedule_walk
+
+    def process(self, delivery: WebhookDelivery) -> str:
+        """Apply one delivery; returns a one-line summary. The caller commits."""
+        key = delivery.event_key
+        event = load_dc_event(key, delivery.body)
+        if key == "repo:refs_changed":
+            return self._refs_changed(event)
+        if key == "repo:modified":
+            return self._modified(event)
+        if key == "repo:forked":
+            return self._forked(event)
+        if key == "project:modified":
+            return self._project_modified(event)
+        return self._pull_request(key, event)
+
+    # -- identity ---------------------------------------------------------------------
+
+    def _known(self, payload_repo: dict[str, Any]) -> Repository | None:
+        uuid = stable_uuid(self.server, "repo", payload_repo["id"])
+        return self.session.scalars(
+            select(Repository).where(Repository.uuid == uuid, Repository.deleted_at.is_(None))
+        ).first()
+
+    def _synced(self, project_key: str) -> bool:
+        keys = {k.upper() for k in self.server.projects}
+        return not keys or project_key.upper() in keys
+
+    def _unknown(self, payload_repo: dict[str, Any]) -> str:
+        project_key = str(payload_repo["project"]["key"])
+        name = f"{workspace_key(self.server, project_key)}/{payload_repo['slug']}"
+        if not self._synced(project_key):
+            return f"ignored: {name} is outside BITBUCKET_DC_PROJECTS"
+        self.schedule_walk(project_key)
+        return f"{name}: unknown repository; walk of project {project_key} scheduled"
+
+    # -- repositories -----------------------------------------------------------------
+
+    def _refs_changed(self, event: dict[str, Any]) -> str:
+        payload_repo = event["repository"]
+        repo = self._known(payload_repo)
+        if repo is None:
+            return self._unknown(payload_repo)
+        branch = repo.default_branch
+        touched = False
+        for change in event["changes"]:
+            ref_id = change["refId"]
+            if not ref_id.startswith("refs/heads/"):
+                continue  # tags change nothing in the catalog
+            if branch and ref_id != f"refs/heads/{branch}":
+                continue
+            touched = True
+            if change["type"] != "DELETE" and change["toHash"] != ZERO_HASH:
+                if branch:
+                    repo.head_commit = change["toHash"]
+                repo.last_push_at = utcnow()
+        if not touched:
+            return f"{repo.full_name}: refs changed off the default branch; nothing to do"
+        self.schedule_refresh(repo.id)
+        return f"{repo.full_name}: default branch moved; catalog refresh scheduled"
+
+    def _modified(self, event: dict[str, Any]) -> str:
+        old, new = event["old"], event["new"]
+        repo = self._known(new)
+        if repo is None:
+            return self._unknown(new)
+        old_key, new_key = str(old["project"]["key"]), str(new["project"]["key"])
+        if old_key.upper() != new_key.upper():
+            # Moved to another project: the walks store it where it is now and sweep it from
+            # where it was (with the listing's guard).
+            for key in (old_key, new_key):
+                if self._synced(key):
+                    self.schedule_walk(key)
+            return f"{repo.full_name}: moved to project {new_key}; walks scheduled"
+        workspace = workspace_key(self.server, new_key)
+        repo.slug = new["slug"]
+        repo.name = new.get("name") or new["slug"]
+        repo.full_name = f"{workspace}/{new['slug']}"
+        repo.synced_at = utcnow()
+        self.schedule_refresh(repo.id)
+        return f"{repo.full_name}: renamed from {old['slug']}; catalog refresh scheduled"
+
+    def _forked(self, event: dict[str, Any]) -> str:
+        fork = event["repository"]
+        repo = self._known(fork)
+        if repo is None:
+            return self._unknown(fork)
+        return f"{repo.full_name}: fork already known"
+
+    def _project_modified(self, event: dict[str, Any]) -> str:
+        new = event["new"]
+        slug = workspace_key(self.server, str(new["key"]))
+        ws = self.session.scalars(select(Workspace).where(Workspace.slug == slug)).first()
+        if ws is None:
+            if self._synced(str(new["key"])):
+                self.schedule_walk(str(new["key"]))
+                return f"{slug}: unknown project; walk scheduled"
+            return f"ignored: {slug} is outside BITBUCKET_DC_PROJECTS"
+        name = str(new.get("name") or new["key"])
+        ws.name = name
+        for project in self.session.scalars(select(Project).where(Project.workspace_id == ws.id)):
+            if project.key.upper() == str(new["key"]).upper():
+                project.name = name
+        return f"{slug}: project renamed to {name}"
+
+    # -- pull requests ----------------------------------------------------------------
+
+    def _pull_request(self, key: str, event: dict[str, Any]) -> str:
+        pr = event["pullRequest"]
+        payload_repo = pr["toRef"]["repository"]
+        repo = self._known(payload_repo)
+        if repo is None:
+            return self._unknown(payload_repo)
+        return f"{repo.full_name}#{pr['id']}: {key} ({pr['state']}) recorded"
