@@ -18,7 +18,7 @@ import requests
 from sqlalchemy import select
 
 from app.config import settings_from_env
-from app.models import Repository, WebhookDelivery
+from app.models import PullRequest, Repository, WebhookDelivery
 from app.runtime import Runtime
 from app.sync.datacenter import DataCenterSync
 from bitbucket_sim.testing import SimProcess
@@ -210,3 +210,49 @@ def test_a_push_to_an_unknown_repository_walks_its_project(dc_system: System) ->
     ).raise_for_status()
     dc_system.wait_for(lambda: "dc-brand-new-service" in dc_system.names(), 90)
     assert _row(dc_system, slug="dc-brand-new") is not None
+
+
+def test_pull_request_events_are_stored(dc_system: System) -> None:
+    repo = next(r for r in dc_system.sim.repositories() if len(r["branches"]) > 1)
+    source = next(b for b in repo["branches"] if b != repo["mainbranch"])
+    created = dc_system.sim.admin(
+        "POST",
+        f"/repos/{repo['slug']}/pullrequests",
+        json={"source": source, "title": "from a Data Center webhook"},
+    )
+    created.raise_for_status()
+    number = created.json()["id"]
+    row = _row(dc_system, slug=repo["slug"])
+    assert row is not None
+
+    def stored(state: str) -> bool:
+        with dc_system.rt.sessions() as session:
+            pr = session.scalars(
+                select(PullRequest).where(
+                    PullRequest.repository_id == row.id, PullRequest.number == number
+                )
+            ).first()
+            return pr is not None and pr.state == state and pr.source_branch == source
+
+    dc_system.wait_for(lambda: stored("OPEN"), 30)
+    dc_system.sim.admin("POST", f"/repos/{repo['slug']}/pullrequests/{number}/decline", json={})
+    dc_system.wait_for(lambda: stored("DECLINED"), 30)
+
+
+def test_without_project_hooks_install_falls_back_to_repository_hooks(dc_system: System) -> None:
+    dc_system.sim.set_config(project_webhooks=False)
+    key = dc_system.sim.repositories()[0]["project_key"]
+    slugs = {r["slug"] for r in dc_system.sim.repositories() if r["project_key"] == key}
+    host = dc_system.sim.url.split("://", 1)[1]
+    url = f"{dc_system.web_url}/webhooks/bitbucket-dc"
+    for expected in ("created", "unchanged (secret sent again)"):
+        result = run_bbsync(
+            "webhooks", "install", "--url", url, "-w", f"{host}/{key}",
+            env=dc_system.env, cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        scopes = {line.split(": ", 1)[0] for line in result.stdout.strip().splitlines()}
+        actions = {line.split(": ", 1)[1] for line in result.stdout.strip().splitlines()}
+        # The database knows the renamed and the new repositories by their current slugs.
+        assert scopes == {f"repository {key}/{s}" for s in slugs}, result.stdout
+        assert actions == {expected}

@@ -93,7 +93,11 @@ class _PullRequest(_Lenient):
     id = fields.Integer(required=True, strict=True)
     state = fields.String(required=True, validate=validate.OneOf(["OPEN", "MERGED", "DECLINED"]))
     title = fields.String(load_default="")
+    createdDate = fields.Integer(load_default=None, allow_none=True)
     updatedDate = fields.Integer(load_default=None, allow_none=True)
+    author = fields.Dict(load_default=None, allow_none=True)
+    reviewers = fields.List(fields.Dict(), load_default=None, allow_none=True)
+    participants = fields.List(fields.Dict(), load_default=None, allow_none=True)
     fromRef = fields.Nested(_PullRequestRef, required=True)
     toRef = fields.Nested(_PullRequestRef, required=True)
 

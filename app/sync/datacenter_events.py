@@ -10,7 +10,8 @@ so a webhook and a sync never disagree on identity. What each event does:
 - `repo:modified` (a rename): name, slug and full name from the payload, then a refresh (the
   entities' annotations carry the slug); a move to another project asks for a walk of both;
 - `repo:forked`: the fork is a new repository, found by a walk of its project;
-- `pr:*`: recorded (the delivery's summary); pull requests are read by the activity sync;
+- `pr:*`: the pull request stored as Cloud's pullrequest events store it (newest
+  `updatedDate` wins), `pr:deleted` removes it; account ids are Data Center usernames;
 - `project:modified`: the project's (and its workspace's) name;
 - a repository bbsync does not know (created since the last sync): a catalog walk of its
   project is scheduled, when the project is one of `BITBUCKET_DC_PROJECTS` (or all are).
@@ -23,14 +24,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.bitbucket.datacenter_webhooks import load_dc_event
 from app.datacenter_settings import DataCenterSettings
-from app.models import Project, Repository, WebhookDelivery, Workspace, utcnow
+from app.models import Project, PullRequest, Repository, WebhookDelivery, Workspace, utcnow
+from app.sync.activity import store_pull_request
 from app.sync.datacenter import stable_uuid, workspace_key
 
 log = logging.getLogger(__name__)
@@ -162,4 +165,70 @@ class DataCenterEventProcessor:
         repo = self._known(payload_repo)
         if repo is None:
             return self._unknown(payload_repo)
-        return f"{repo.full_name}#{pr['id']}: {key} ({pr['state']}) recorded"
+        where = f"{repo.full_name}#{pr['id']}"
+        if key == "pr:deleted":
+            self.session.execute(
+                delete(PullRequest).where(
+                    PullRequest.repository_id == repo.id, PullRequest.number == pr["id"]
+                )
+            )
+            return f"{where}: deleted"
+        shaped = cloud_shaped_pull_request(pr)
+        if shaped is None:
+            return f"{where}: {key} ({pr['state']}) recorded (no dates to store it by)"
+        if not store_pull_request(self.session, repo, shaped):
+            return f"{where}: stale delivery ignored"
+        return f"{where}: {key}: {pr['state']}"
+
+
+def _moment(millis: int | None) -> datetime | None:
+    return None if millis is None else datetime.fromtimestamp(millis / 1000, UTC)
+
+
+def _account(value: Any) -> dict[str, Any]:
+    user = value.get("user", value) if isinstance(value, dict) else {}
+    user = user if isinstance(user, dict) else {}
+    # Data Center's stable user identity is its username (`name`, or `slug`).
+    name = user.get("name") or user.get("slug")
+    return {"account_id": name, "uuid": None, "display_name": user.get("displayName") or name}
+
+
+def cloud_shaped_pull_request(pr: dict[str, Any]) -> dict[str, Any] | None:
+    """A loaded Data Center pull request in the shape `store_pull_request` stores (Cloud's
+    `PullRequestSchema`); None without its dates."""
+    created, updated = _moment(pr.get("createdDate")), _moment(pr.get("updatedDate"))
+    if created is None or updated is None:
+        return None
+
+    def endpoint(ref: dict[str, Any]) -> dict[str, Any]:
+        commit = ref.get("latestCommit")
+        return {
+            "branch": {"name": ref.get("displayId") or ref["id"].removeprefix("refs/heads/")},
+            "commit": {"hash": commit} if commit else None,
+        }
+
+    def participant(value: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "user": _account(value),
+            "role": value.get("role"),
+            "approved": value.get("approved"),
+            "state": str(value.get("status") or "").lower() or None,
+        }
+
+    reviewers = [r for r in pr.get("reviewers") or [] if isinstance(r, dict)]
+    participants = [p for p in pr.get("participants") or [] if isinstance(p, dict)]
+    return {
+        "id": pr["id"],
+        "title": pr.get("title") or "",
+        "state": pr["state"],
+        "author": _account(pr.get("author")),
+        "source": endpoint(pr["fromRef"]),
+        "destination": endpoint(pr["toRef"]),
+        "merge_commit": None,
+        "comment_count": None,
+        "task_count": None,
+        "created_on": created,
+        "updated_on": updated,
+        "reviewers": [_account(r) for r in reviewers],
+        "participants": [participant(p) for p in [*reviewers, *participants]],
+    }
