@@ -192,3 +192,72 @@ def test_every_handled_event_names_its_repository_or_project() -> None:
             assert repository is None
         else:
             assert repository is not None and repository["slug"] == "billing", key
+
+
+def _processed(rt: Runtime, event_key: str, body: dict[str, Any]) -> tuple[str, list[Any]]:
+    """Process one delivery with the Data Center processor; what it scheduled."""
+    from app.sync.datacenter_events import DataCenterEventProcessor
+
+    scheduled: list[Any] = []
+    delivery = WebhookDelivery(event_key=event_key, body=body)
+    with rt.sessions.begin() as session:
+        processor = DataCenterEventProcessor(
+            session,
+            rt.settings.datacenter,  # type: ignore[arg-type]
+            schedule_refresh=lambda rid: scheduled.append(("refresh", rid)),
+            schedule_walk=lambda key: scheduled.append(("walk", key)),
+        )
+        return processor.process(delivery), scheduled
+
+
+def _known_repository(rt: Runtime) -> int:
+    from app.models import Repository, Workspace
+
+    with rt.sessions.begin() as session:
+        ws = Workspace(uuid="{00000000-0000-4000-8000-000000000001}", slug=f"{HOST}/PLAT")
+        session.add(ws)
+        session.flush()
+        repo = Repository(
+            uuid=stable_uuid(rt.settings.datacenter, "repo", 42),  # type: ignore[arg-type]
+            workspace_id=ws.id,
+            slug="billing",
+            full_name=f"{HOST}/PLAT/billing",
+            default_branch="main",
+            head_commit="b" * 40,
+        )
+        session.add(repo)
+        session.flush()
+        return repo.id
+
+
+def test_processing_refs_changed_moves_the_head_once_and_never_back(dc_runtime: Runtime) -> None:
+    from app.models import Repository
+
+    repo_id = _known_repository(dc_runtime)
+    summary, scheduled = _processed(dc_runtime, "repo:refs_changed", refs_changed())
+    assert scheduled == [("refresh", repo_id)], summary
+    late = {**refs_changed(to_hash="c" * 40), "date": "2026-12-07T22:00:00+0000"}
+    _, scheduled = _processed(dc_runtime, "repo:refs_changed", late)
+    assert scheduled == [("refresh", repo_id)]
+    tag = refs_changed()
+    tag["changes"][0]["refId"] = "refs/tags/v1"
+    summary, scheduled = _processed(dc_runtime, "repo:refs_changed", tag)
+    assert scheduled == [] and "nothing to do" in summary
+    with dc_runtime.sessions() as session:
+        repo = session.get(Repository, repo_id)
+        assert repo is not None and repo.head_commit == "a" * 40  # the late one did not win
+
+
+def test_an_unknown_repository_schedules_a_walk_of_its_project_only_if_synced(
+    runtime_for: RuntimeFactory,
+) -> None:
+    rt = runtime_for(
+        BITBUCKET_DC_URL=DC_URL, BITBUCKET_DC_TOKEN="dc-token", BITBUCKET_DC_PROJECTS="PLAT"
+    )
+    migrate(rt.settings.database_url)
+    summary, scheduled = _processed(rt, "repo:refs_changed", refs_changed())
+    assert scheduled == [("walk", "PLAT")], summary
+    other = refs_changed()
+    other["repository"]["project"]["key"] = "OTHER"
+    summary, scheduled = _processed(rt, "repo:refs_changed", other)
+    assert scheduled == [] and "outside BITBUCKET_DC_PROJECTS" in summary

@@ -10,6 +10,7 @@ field at fault, as marshmallow nests it (`{"repository": {"slug": [...]}}`).
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
@@ -103,6 +104,7 @@ class _PullRequest(_Lenient):
 
 
 class RefsChangedSchema(_Lenient):
+    date = fields.String(load_default=None, allow_none=True)  # `2019-06-17T19:37:57+1000`
     repository = fields.Nested(RepositorySchema, required=True)
     changes = fields.List(fields.Nested(_RefChange), required=True)
 
@@ -149,6 +151,18 @@ DC_HANDLED_EVENTS = tuple(DC_SCHEMAS)
 # What `bbsync webhooks install` subscribes a Data Center hook to (the reviewer events by
 # their documented keys; a server naming "needs work" otherwise still sends the others).
 DC_SUBSCRIBED_EVENTS = tuple(e for e in DC_HANDLED_EVENTS if e != "pr:reviewer:changes_requested")
+
+
+def event_date(value: str | None) -> datetime | None:
+    """A payload's `date` (Data Center writes the offset without a colon); None if unreadable."""
+    if not value:
+        return None
+    for pattern in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
+        try:
+            return datetime.strptime(value, pattern)
+        except ValueError:
+            continue
+    return None
 
 
 def is_datacenter_event(event_key: str) -> bool:

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from app.bitbucket.datacenter_webhooks import load_dc_event
+from app.bitbucket.datacenter_webhooks import event_date, load_dc_event
 from app.datacenter_settings import DataCenterSettings
 from app.models import Project, PullRequest, Repository, WebhookDelivery, Workspace, utcnow
 from app.sync.activity import store_pull_request
@@ -96,18 +96,26 @@ class DataCenterEventProcessor:
         if repo is None:
             return self._unknown(payload_repo)
         branch = repo.default_branch
+        if not branch:
+            # Empty when last synced: only a walk learns its default branch.
+            if any(c["refId"].startswith("refs/heads/") for c in event["changes"]):
+                return self._unknown(payload_repo)
+            return f"{repo.full_name}: tags changed; nothing to do"
+        pushed_at = event_date(event.get("date"))
+        late = (
+            pushed_at is not None
+            and repo.last_push_at is not None
+            and pushed_at < _aware(repo.last_push_at)
+        )
         touched = False
         for change in event["changes"]:
-            ref_id = change["refId"]
-            if not ref_id.startswith("refs/heads/"):
-                continue  # tags change nothing in the catalog
-            if branch and ref_id != f"refs/heads/{branch}":
-                continue
+            if change["refId"] != f"refs/heads/{branch}":
+                continue  # tags and other branches change nothing in the catalog
             touched = True
-            if change["type"] != "DELETE" and change["toHash"] != ZERO_HASH:
-                if branch:
-                    repo.head_commit = change["toHash"]
-                repo.last_push_at = utcnow()
+            if late or change["type"] == "DELETE" or change["toHash"] == ZERO_HASH:
+                continue  # a delivery processed late: the stored head is newer
+            repo.head_commit = change["toHash"]
+            repo.last_push_at = pushed_at or utcnow()
         if not touched:
             return f"{repo.full_name}: refs changed off the default branch; nothing to do"
         self.schedule_refresh(repo.id)
@@ -179,6 +187,11 @@ class DataCenterEventProcessor:
         if not store_pull_request(self.session, repo, shaped):
             return f"{where}: stale delivery ignored"
         return f"{where}: {key}: {pr['state']}"
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _moment(millis: int | None) -> datetime | None:
