@@ -82,7 +82,8 @@ def install(rt: Runtime, url: str, chosen: tuple[str, ...]) -> None:
         (CLOUD_ROUTE, DC_ROUTE)
     ):
         raise click.BadParameter(
-            "must be the full URL ending in /webhooks/bitbucket", param_hint="--url"
+            "must be the full URL ending in /webhooks/bitbucket (or /webhooks/bitbucket-dc)",
+            param_hint="--url",
         )
     cloud_url, dc_url = _routes(url)
     secrets = rt.settings.webhook_secrets
