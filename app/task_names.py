@@ -23,6 +23,7 @@ SYNC_ALL_WORKSPACES = "bbsync.sync.all_workspaces"
 SYNC_REPOSITORIES = "bbsync.sync.repositories"
 SYNC_WORKSPACE = "bbsync.sync.workspace"
 SYNC_DATACENTER = "bbsync.sync.datacenter"  # every project of the Data Center source
+SYNC_DATACENTER_PROJECT = "bbsync.sync.datacenter_project"  # one project (a webhook asked)
 PROCESS_DELIVERY = "bbsync.events.process_delivery"
 REQUEUE_DELIVERIES = "bbsync.events.requeue_pending"
 DRAIN_SPOOL = "bbsync.events.drain_spool"
@@ -39,6 +40,7 @@ ROUTES: dict[str, dict[str, str]] = {
     SYNC_REPOSITORIES: {"queue": QUEUE_SYNC},
     SYNC_WORKSPACE: {"queue": QUEUE_SYNC},
     SYNC_DATACENTER: {"queue": QUEUE_SYNC},
+    SYNC_DATACENTER_PROJECT: {"queue": QUEUE_SYNC},
     PROCESS_DELIVERY: {"queue": QUEUE_EVENTS},
     REFRESH_REPOSITORY_CATALOG: {"queue": QUEUE_EVENTS},
     REQUEUE_DELIVERIES: {"queue": QUEUE_DEFAULT},

@@ -87,6 +87,7 @@ def test_every_api_catalog_and_webhook_route_is_in_a_valid_document(
     assert len(expected) >= 17
     assert expected <= documented(document)
     assert ("/webhooks/bitbucket", "post") in expected
+    assert ("/webhooks/bitbucket-dc", "post") in expected
     assert {"/catalog/changes", "/catalog/entities", "/catalog/entities.yaml"} <= {
         p for p, _ in expected
     }
@@ -102,6 +103,13 @@ def test_every_api_catalog_and_webhook_route_is_in_a_valid_document(
         "X-Hub-Signature",
     }
     assert {"200", "202", "400", "401", "413", "503"} <= set(webhook["responses"])
+    dc = document["paths"]["/webhooks/bitbucket-dc"]["post"]
+    assert {p["name"] for p in dc["parameters"] if p["in"] == "header"} >= {
+        "X-Event-Key",
+        "X-Request-Id",
+        "X-Hub-Signature",
+    }
+    assert {"200", "202", "400", "401", "404", "413", "503"} <= set(dc["responses"])
     for path, method in expected - {("/api/openapi.json", "get")}:
         assert "401" in document["paths"][path][method]["responses"], (path, method)
 
@@ -230,7 +238,7 @@ def _exercise(
     @given(case=strategy)
     def check(case: Any) -> None:
         kwargs: dict[str, Any] = {"headers": dict(headers)}
-        if op.path == "/webhooks/bitbucket" and not isinstance(case.body, bytes):
+        if op.path.startswith("/webhooks/") and not isinstance(case.body, bytes):
             # Signed as Bitbucket signs: an HMAC of the very bytes sent.
             raw = json.dumps(case.body).encode()
             digest = hmac.new(WEBHOOK_SECRET.encode(), raw, hashlib.sha256).hexdigest()

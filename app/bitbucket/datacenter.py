@@ -132,12 +132,17 @@ class DataCenterClient:
         path_or_url: str,
         *,
         params: Mapping[str, Any] | list[tuple[str, Any]] | None = None,
+        json: Any = None,
         headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
+        retry: bool | None = None,
     ) -> requests.Response:
-        """One call under the Cloud client's rules; a refused URL names our setting."""
+        """One call under the Cloud client's rules (a call that changes something is sent
+        once unless `retry`); a refused URL names our setting."""
         try:
-            return self.calls.request(method, path_or_url, params=params, headers=headers, ok=ok)
+            return self.calls.request(
+                method, path_or_url, params=params, json=json, headers=headers, ok=ok, retry=retry
+            )
         except ForeignHostError as exc:
             where = str(exc).split(": only ", 1)[0]
             raise ForeignHostError(

@@ -12,7 +12,8 @@ from app.bitbucket.budget import Priority
 from app.bitbucket.errors import BitbucketError
 from app.models import DeliveryStatus, Repository, WebhookDelivery, Workspace
 from app.runtime import Runtime
-from app.sync.hooks import WebhookInstaller
+from app.sync.datacenter import is_datacenter_workspace, workspace_key
+from app.sync.hooks import DataCenterWebhookInstaller, WebhookInstaller
 from app.task_names import PROCESS_DELIVERY, enqueue_safely, producer
 
 
@@ -33,31 +34,86 @@ def webhooks() -> None:
     """The Bitbucket webhook that makes bbsync real-time."""
 
 
+CLOUD_ROUTE = "/webhooks/bitbucket"
+DC_ROUTE = "/webhooks/bitbucket-dc"
+
+
+def _routes(url: str) -> tuple[str, str]:
+    """The Cloud and Data Center URLs of bbsync's ingress, from either one."""
+    base = url.rstrip("/")
+    for route in (DC_ROUTE, CLOUD_ROUTE):
+        if base.endswith(route):
+            base = base.removesuffix(route)
+            break
+    return base + CLOUD_ROUTE, base + DC_ROUTE
+
+
+def _cloud_workspaces(rt: Runtime, chosen: tuple[str, ...]) -> list[str]:
+    if chosen:
+        return [w for w in chosen if not is_datacenter_workspace(w)]
+    return list(rt.settings.workspaces)
+
+
+def _dc_projects(rt: Runtime, chosen: tuple[str, ...]) -> list[tuple[str, str]]:
+    """`(project key, workspace)` of the Data Center projects to hook (none without a Data
+    Center source); `chosen` names Cloud workspaces or `{host}/{KEY}` workspaces."""
+    if rt.settings.datacenter is None:
+        return []
+    server = rt.datacenter_settings
+    client = rt.datacenter(Priority.WEBHOOK)
+    keys = [str(p["key"]) for p in client.projects(server.projects) if isinstance(p, dict)]
+    projects = [(key, workspace_key(server, key)) for key in keys]
+    return [(k, ws) for k, ws in projects if not chosen or ws in chosen]
+
+
 @webhooks.command("install")
-@click.option("--url", required=True, help="Public URL of POST /webhooks/bitbucket.")
+@click.option(
+    "--url",
+    required=True,
+    help="Public URL of POST /webhooks/bitbucket (Data Center hooks get /webhooks/bitbucket-dc).",
+)
 @click.option("--workspace", "-w", "chosen", multiple=True, help="Only this workspace.")
 @click.pass_obj
 def install(rt: Runtime, url: str, chosen: tuple[str, ...]) -> None:
     """Create or update the webhook (workspace-wide, or per repository when the credential
-    cannot manage workspace hooks) with the secret and the events bbsync handles."""
+    cannot manage workspace hooks) with the secret and the events bbsync handles; on Data
+    Center, per project (per repository where the server has no project hooks)."""
     if not url.startswith(("https://", "http://")) or not url.rstrip("/").endswith(
-        "/webhooks/bitbucket"
+        (CLOUD_ROUTE, DC_ROUTE)
     ):
         raise click.BadParameter(
-            "must be the full URL ending in /webhooks/bitbucket", param_hint="--url"
+            "must be the full URL ending in /webhooks/bitbucket (or /webhooks/bitbucket-dc)",
+            param_hint="--url",
         )
+    cloud_url, dc_url = _routes(url)
     secrets = rt.settings.webhook_secrets
     if not secrets:
         raise click.UsageError("set BITBUCKET_WEBHOOK_SECRET first: hooks are always signed")
-    installer = WebhookInstaller(rt.bitbucket(Priority.WEBHOOK), secrets[0].reveal())
     failed = False
-    for workspace in chosen or rt.settings.workspaces:
+    workspaces = _cloud_workspaces(rt, chosen)
+    if workspaces:
+        installer = WebhookInstaller(rt.bitbucket(Priority.WEBHOOK), secrets[0].reveal())
+    for workspace in workspaces:
         try:
-            for report in installer.install(workspace, url, _repositories(rt, workspace)):
+            for report in installer.install(workspace, cloud_url, _repositories(rt, workspace)):
                 click.echo(report.line())
         except BitbucketError as exc:
             failed = True
             click.echo(f"workspace {workspace}: failed: {exc}", err=True)
+    try:
+        projects = _dc_projects(rt, chosen)
+    except BitbucketError as exc:
+        failed, projects = True, []
+        click.echo(f"Data Center projects: failed: {exc}", err=True)
+    if projects:
+        dc = DataCenterWebhookInstaller(rt.datacenter(Priority.WEBHOOK), secrets[0].reveal())
+    for key, workspace in projects:
+        try:
+            for report in dc.install(key, dc_url, _repositories(rt, workspace)):
+                click.echo(report.line())
+        except BitbucketError as exc:
+            failed = True
+            click.echo(f"project {key}: failed: {exc}", err=True)
     if failed:
         sys.exit(1)
 
@@ -68,16 +124,34 @@ def install(rt: Runtime, url: str, chosen: tuple[str, ...]) -> None:
 @click.pass_obj
 def hook_status(rt: Runtime, url: str | None, chosen: tuple[str, ...]) -> None:
     """List bbsync's hooks and flag drift (URL, events, inactive, no secret)."""
+    cloud_url, dc_url = _routes(url) if url else (None, None)
     installer = WebhookInstaller(rt.bitbucket(Priority.WEBHOOK), None)
     healthy = True
-    for workspace in chosen or rt.settings.workspaces:
+    for workspace in _cloud_workspaces(rt, chosen):
         try:
-            reports = installer.status(workspace, url, _repositories(rt, workspace))
+            reports = installer.status(workspace, cloud_url, _repositories(rt, workspace))
         except BitbucketError as exc:
             healthy = False
             click.echo(f"workspace {workspace}: unknown: {exc}", err=True)
             continue
         for report in reports:
+            healthy &= report.action == "ok"
+            click.echo(report.line())
+    try:
+        projects = _dc_projects(rt, chosen)
+    except BitbucketError as exc:
+        healthy, projects = False, []
+        click.echo(f"Data Center projects: unknown: {exc}", err=True)
+    if projects:
+        dc = DataCenterWebhookInstaller(rt.datacenter(Priority.WEBHOOK), None)
+    for key, workspace in projects:
+        try:
+            dc_reports = dc.status(key, dc_url, _repositories(rt, workspace))
+        except BitbucketError as exc:
+            healthy = False
+            click.echo(f"project {key}: unknown: {exc}", err=True)
+            continue
+        for report in dc_reports:
             healthy &= report.action == "ok"
             click.echo(report.line())
     if not healthy:

@@ -60,6 +60,11 @@ def workspace_key(server: DataCenterSettings, project_key: str) -> str:
     return f"{server.host}/{project_key.upper()}"
 
 
+def is_datacenter_workspace(slug: str) -> bool:
+    """True for a Data Center project's workspace (`{host}/{KEY}`): a Cloud slug has no `/`."""
+    return "/" in slug
+
+
 def stable_uuid(server: DataCenterSettings, what: str, number: Any) -> str:
     """A `{…}` UUID (as Cloud's) for a Data Center object of this server by its numeric id."""
     return "{" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"{server.url}#{what}/{number}")) + "}"

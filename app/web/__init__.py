@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from app.web.openapi import openapi
     from app.web.status import status_page
     from app.web.webhooks import webhooks
+    from app.web.webhooks_dc import webhooks_dc
 
     app.register_blueprint(health)
     app.register_blueprint(metrics)
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(status_page)
     app.register_blueprint(catalog)
     app.register_blueprint(webhooks)
+    app.register_blueprint(webhooks_dc)
 
     @app.before_request
     def _refuse_nul() -> Any:

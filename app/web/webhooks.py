@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
-import redis
-from flask import Blueprint, Response, current_app, jsonify, request
-from marshmallow import Schema, ValidationError, fields, validate
-from sqlalchemy.exc import SQLAlchemyError
+from flask import Blueprint, request
+from marshmallow import ValidationError, fields
 
 from app.bitbucket.webhooks import (
     HANDLED_EVENTS,
@@ -27,20 +24,18 @@ from app.bitbucket.webhooks import (
     UnusableBody,
     load_event,
     parse_body,
-    signature_valid,
-    storable_text,
 )
 from app.ops.telemetry import record_ingress
-from app.outbox import (
-    DeliverySpool,
-    IncomingDelivery,
-    database_unavailable,
-    enqueue_stored,
-    store_deliveries,
-)
-from app.runtime import Runtime
-from app.task_names import PROCESS_DELIVERY, enqueue_safely
+from app.outbox import IncomingDelivery
 from app.web import runtime
+from app.web.ingress import (
+    WebhookAnswerSchema,
+    error,
+    kept_headers,
+    refused,
+    storable_headers,
+    store_and_enqueue,
+)
 from app.web.openapi import Reply, documented
 from app.web.responses import ErrorSchema
 
@@ -58,8 +53,6 @@ KEPT_HEADERS = (
     "User-Agent",
     "Content-Type",
 )
-# Bitbucket's own values are a few dozen characters; anything longer is not a delivery.
-MAX_HEADER_CHARS = 1024
 
 
 class WebhookHeadersSchema(DeliveryHeadersSchema):
@@ -76,24 +69,10 @@ class WebhookHeadersSchema(DeliveryHeadersSchema):
     )
 
 
-class WebhookAnswerSchema(Schema):
-    status = fields.String(
-        required=True, validate=validate.OneOf(["accepted", "ignored", "duplicate", "spooled"])
-    )
-    delivery = fields.Integer(metadata={"description": "The stored delivery's id"})
-    queued = fields.Boolean(metadata={"description": "Enqueued now (else beat enqueues it)"})
-    event = fields.String(metadata={"description": "The event key of an ignored event"})
-    request_uuid = fields.String()
-
-
 WEBHOOK_BODY = {
     "type": "object",
     "description": "Bitbucket's event payload; events bbsync handles must carry their repository",
 }
-
-
-def _error(status: int, error: str, message: str, **extra: Any) -> Any:
-    return jsonify(error=error, message=message, **extra), status
 
 
 @webhooks.post("/webhooks/bitbucket")
@@ -126,31 +105,18 @@ def _receive() -> Any:
     rt = runtime()
     settings = rt.settings
     raw = request.get_data(cache=True)
-    if len(raw) > settings.webhook_max_bytes:
-        return _error(
-            413,
-            "payload_too_large",
-            f"body is {len(raw)} bytes; at most {settings.webhook_max_bytes} accepted",
-        )
-    secrets = [s.reveal() for s in settings.webhook_secrets]
-    if secrets and not signature_valid(raw, request.headers.get("X-Hub-Signature"), secrets):
-        return _error(
-            401, "invalid_signature", "X-Hub-Signature missing or not the HMAC-SHA256 of the body"
-        )
+    answer = refused(raw, settings)
+    if answer is not None:
+        return answer
     # Header names are case-insensitive; the schema names them as Bitbucket spells them.
     # A repeated header arrives joined with commas, and fails its pattern like any bad value.
-    kept = {name: request.headers[name] for name in KEPT_HEADERS if name in request.headers}
-    too_long = {
-        n: [f"longer than {MAX_HEADER_CHARS} characters"]
-        for n, v in kept.items()
-        if len(v) > MAX_HEADER_CHARS
-    }
-    if too_long:
-        return _error(400, "invalid_headers", "webhook headers are too long", fields=too_long)
+    kept, answer = kept_headers(KEPT_HEADERS)
+    if answer is not None:
+        return answer
     try:
         headers = _headers_schema.load(kept)
     except ValidationError as exc:
-        return _error(
+        return error(
             400,
             "invalid_headers",
             "required webhook headers are missing or malformed",
@@ -159,7 +125,7 @@ def _receive() -> Any:
     try:
         body, sanitized = parse_body(raw)
     except UnusableBody as exc:
-        return _error(400, "invalid_json", str(exc))
+        return error(400, "invalid_json", str(exc))
     event_key = headers["event_key"]
     handled = event_key in HANDLED_EVENTS
     repository: dict[str, Any] = {}
@@ -167,16 +133,16 @@ def _receive() -> Any:
         try:
             repository = load_event(event_key, body, settings.bitbucket_api_url)["repository"]
         except ValidationError as exc:
-            return _error(
+            return error(
                 400,
                 "invalid_body",
                 f"{event_key} body does not match its schema",
                 fields=exc.messages,
             )
     elif not isinstance(body, dict):
-        return _error(400, "invalid_body", "body must be a JSON object")
+        return error(400, "invalid_body", "body must be a JSON object")
 
-    stored_headers, headers_sanitized = _storable_headers(kept)
+    stored_headers, headers_sanitized = storable_headers(kept)
     delivery = IncomingDelivery(
         request_uuid=headers["request_uuid"].strip("{}").lower(),
         hook_uuid=headers["hook_uuid"],
@@ -190,68 +156,4 @@ def _receive() -> Any:
         body=body,
         sanitized=sanitized or headers_sanitized,
     )
-    if sanitized:
-        log.warning(
-            "delivery body sanitised: unstorable text replaced",
-            extra={"request_uuid": delivery.request_uuid, "event": event_key},
-        )
-    spool = DeliverySpool(rt.redis, settings.spool_max_entries)
-    if spool.waiting():
-        # Older deliveries wait for the database: queue behind them, so the outbox keeps the
-        # order Bitbucket sent them in, and try to move them all once this answer is sent.
-        return _spooled(rt, spool, delivery, drain=True)
-    try:
-        with rt.sessions.begin() as session:
-            inserted = store_deliveries(session, [delivery])
-    except SQLAlchemyError as exc:
-        if not database_unavailable(exc):
-            raise
-        log.warning(
-            "database unavailable; delivery goes to the spool",
-            extra={"request_uuid": delivery.request_uuid, "error": type(exc).__name__},
-        )
-        return _spooled(rt, spool, delivery, drain=False)
-    delivery_id = inserted.get(delivery.request_uuid)
-    if delivery_id is None:
-        return jsonify(status="duplicate", request_uuid=delivery.request_uuid), 200
-    if not handled:
-        return jsonify(status="ignored", event=event_key, delivery=delivery_id), 202
-    queued = enqueue_stored(rt.sessions, [delivery_id], _enqueuer()) == 1
-    return jsonify(status="accepted", delivery=delivery_id, queued=queued), 202
-
-
-def _storable_headers(kept: dict[str, str]) -> tuple[dict[str, str], bool]:
-    """The kept headers as stored: text the database cannot hold is replaced (as in bodies)."""
-    cleaned = {name: storable_text(value) for name, value in kept.items()}
-    return cleaned, cleaned != kept
-
-
-def _enqueuer() -> Callable[[int], bool]:
-    producer = current_app.extensions["bbsync.producer"]
-    return lambda delivery_id: enqueue_safely(producer, PROCESS_DELIVERY, delivery_id)
-
-
-def _spooled(rt: Runtime, spool: DeliverySpool, delivery: IncomingDelivery, drain: bool) -> Any:
-    if not spool.add(delivery):
-        log.error(
-            "delivery not stored: database and spool unavailable",
-            extra={"request_uuid": delivery.request_uuid},
-        )
-        return _error(503, "database_unavailable", "delivery not stored; retry later")
-    response: Response = jsonify(status="spooled", request_uuid=delivery.request_uuid)
-    response.status_code = 202
-    if drain:
-        enqueue = _enqueuer()
-        response.call_on_close(lambda: _drain_after_answer(rt, spool, enqueue))
-    return response
-
-
-def _drain_after_answer(rt: Runtime, spool: DeliverySpool, enqueue: Callable[[int], bool]) -> None:
-    """Runs once the answer is sent: Bitbucket never waits for the drain."""
-    try:
-        spool.drain(rt.sessions, enqueue, limit=1000)
-    except SQLAlchemyError as exc:
-        # Still down: the deliveries stay in the spool for the next request or beat's drain.
-        log.info("spool not drained: database unavailable", extra={"error": type(exc).__name__})
-    except redis.RedisError as exc:
-        log.warning("spool not drained: redis unavailable", extra={"error": type(exc).__name__})
+    return store_and_enqueue(rt, delivery)

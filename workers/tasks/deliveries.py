@@ -16,11 +16,14 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.budget import Priority
+from app.bitbucket.datacenter_webhooks import is_datacenter_event
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 from app.outbox import DeliverySpool, database_unavailable
+from app.sync.datacenter_events import DataCenterEventProcessor
 from app.sync.events import EventProcessor
 from app.task_names import DRAIN_SPOOL, PROCESS_DELIVERY, REQUEUE_DELIVERIES, enqueue_safely
 from workers.base import BbsyncTask
+from workers.tasks.datacenter import schedule_project_walk
 from workers.tasks.refresh import schedule_catalog_refresh
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ STALE_QUEUED = timedelta(minutes=10)
 def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
     """Apply one stored webhook delivery (idempotent: a processed one is skipped)."""
     refresh: list[int] = []
+    walks: list[str] = []
     started = time.monotonic()
     try:
         with self.retrying(delivery=delivery_id), self.unit_of_work() as session:
@@ -41,12 +45,21 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
                 return f"delivery {delivery_id} not found"
             if delivery.status in (DeliveryStatus.PROCESSED.value, DeliveryStatus.IGNORED.value):
                 return f"delivery {delivery_id} already {delivery.status}"
-            processor = EventProcessor(
-                self.runtime.bitbucket(Priority.WEBHOOK),
-                session,
-                self.runtime.settings,
-                schedule_refresh=refresh.append,
-            )
+            processor: EventProcessor | DataCenterEventProcessor
+            if is_datacenter_event(delivery.event_key):
+                processor = DataCenterEventProcessor(
+                    session,
+                    self.runtime.datacenter_settings,
+                    schedule_refresh=refresh.append,
+                    schedule_walk=walks.append,
+                )
+            else:
+                processor = EventProcessor(
+                    self.runtime.bitbucket(Priority.WEBHOOK),
+                    session,
+                    self.runtime.settings,
+                    schedule_refresh=refresh.append,
+                )
             summary = processor.process(delivery)
             delivery.status = DeliveryStatus.PROCESSED.value
             delivery.processed_at = utcnow()
@@ -72,6 +85,8 @@ def process_delivery(self: BbsyncTask, delivery_id: int) -> str:
     try:
         for repository_id in dict.fromkeys(refresh):
             schedule_catalog_refresh(self, repository_id, delivery_id)
+        for project_key in dict.fromkeys(walks):
+            schedule_project_walk(self, project_key)
     except (OperationalError, *self.app.connection_for_write().connection_errors) as exc:
         # The broker went away between the commit and the send: processing is idempotent,
         # so the requeue processes the delivery again and schedules the read then.

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from celery import shared_task
+from sqlalchemy.orm import Session
 
 from app.bitbucket.budget import Priority, shared_state
 from app.bitbucket.errors import (
@@ -17,14 +18,48 @@ from app.bitbucket.errors import (
     RateLimited,
     RetryLater,
 )
+from app.models import Repository, Workspace
 from app.ops.logs import log_fields
 from app.sync.catalog.phase import CatalogSync
+from app.sync.datacenter import DataCenterCatalogSync, is_datacenter_workspace
 from app.sync.refresh_failures import clear_refresh_failure, record_refresh_failure
 from app.task_names import REFRESH_REPOSITORY_CATALOG
 from workers.base import BbsyncTask
 
 log = logging.getLogger(__name__)
 REFRESH_KEY_PREFIX = "bbsync:catalog-refresh/"
+
+
+def coalesced_send(
+    task: BbsyncTask,
+    window: str,
+    window_seconds: float,
+    name: str,
+    now_args: list[Any],
+    trailing_args: list[Any],
+    **log_extra: Any,
+) -> str:
+    """Send `name` at once after a quiet spell, or once at the end of the window `window`
+    (a Redis key) for everything asked within it: "now", "trailing" or "coalesced"."""
+    redis_client = task.runtime.redis
+    window_ms = int(window_seconds * 1000)
+    try:
+        if redis_client.set(window, "1", nx=True, px=window_ms):
+            when: str | float = "now"
+        else:
+            trailing = f"{window}/trailing"
+            if not redis_client.set(trailing, "1", nx=True, px=window_ms + 60_000):
+                return "coalesced"
+            when = max(0, int(redis_client.pttl(window) or 0)) / 1000  # type: ignore[arg-type]
+    except redis.RedisError:
+        # Coalescing is an optimisation: without Redis the task goes at once, uncoalesced.
+        log.warning("not coalesced: Redis did not answer", extra={"task": name, **log_extra})
+        when = "now"
+    if when == "now":
+        task.app.send_task(name, args=now_args)
+        return "now"
+    task.app.send_task(name, args=trailing_args, countdown=when)
+    return "trailing"
 
 
 def schedule_catalog_refresh(task: BbsyncTask, repository_id: int, delivery_id: int) -> str:
@@ -35,28 +70,15 @@ def schedule_catalog_refresh(task: BbsyncTask, repository_id: int, delivery_id: 
     sees all of them. So a burst costs at most two reads per window, however many pushes.
     `delivery_id` is the delivery the read answers for: marked failed if the read never works.
     """
-    redis_client = task.runtime.redis
-    window_ms = int(task.runtime.settings.push_coalesce_seconds * 1000)
-    window = f"{REFRESH_KEY_PREFIX}{repository_id}"
-    try:
-        if redis_client.set(window, "1", nx=True, px=window_ms):
-            when: str | float = "now"
-        else:
-            trailing = f"{window}/trailing"
-            if not redis_client.set(trailing, "1", nx=True, px=window_ms + 60_000):
-                return "coalesced"
-            when = max(0, int(redis_client.pttl(window) or 0)) / 1000  # type: ignore[arg-type]
-    except redis.RedisError:
-        # Coalescing is an optimisation: without Redis the read goes at once, uncoalesced.
-        log.warning("refresh not coalesced: Redis did not answer", extra={"delivery": delivery_id})
-        when = "now"
-    if when == "now":
-        task.app.send_task(REFRESH_REPOSITORY_CATALOG, args=[repository_id, False, delivery_id])
-        return "now"
-    task.app.send_task(
-        REFRESH_REPOSITORY_CATALOG, args=[repository_id, True, delivery_id], countdown=when
+    return coalesced_send(
+        task,
+        f"{REFRESH_KEY_PREFIX}{repository_id}",
+        task.runtime.settings.push_coalesce_seconds,
+        REFRESH_REPOSITORY_CATALOG,
+        [repository_id, False, delivery_id],
+        [repository_id, True, delivery_id],
+        delivery=delivery_id,
     )
-    return "trailing"
 
 
 # Waiting for budget is not a failed attempt; everything else (5xx, 401, database) is.
@@ -95,12 +117,9 @@ def refresh_repository_catalog(
                 with shared_state("catalog refresh window"):
                     self.runtime.redis.delete(f"{REFRESH_KEY_PREFIX}{repository_id}/trailing")
             with self.unit_of_work() as session:
-                result = CatalogSync(
-                    self.runtime.bitbucket(Priority.WEBHOOK),
-                    session,
-                    session.commit,
-                    self.runtime.settings,
-                ).refresh_repository(repository_id)
+                result = _catalog_sync(self, session, repository_id).refresh_repository(
+                    repository_id
+                )
                 clear_refresh_failure(session, repository_id)
                 return result
     except BUDGET_WAITS as exc:
@@ -126,6 +145,23 @@ def refresh_repository_catalog(
             countdown=countdown,
             exc=exc,
         ) from None
+
+
+def _catalog_sync(task: BbsyncTask, session: Session, repository_id: int) -> CatalogSync:
+    """The catalog phase of the repository's source: Data Center's for a `{host}/{KEY}`
+    workspace, Cloud's otherwise; on the webhook reserve either way."""
+    rt = task.runtime
+    repo = session.get(Repository, repository_id)
+    ws = session.get(Workspace, repo.workspace_id) if repo is not None else None
+    if ws is not None and is_datacenter_workspace(ws.slug):
+        return DataCenterCatalogSync(
+            rt.datacenter(Priority.WEBHOOK),
+            session,
+            session.commit,
+            rt.settings,
+            rt.datacenter_settings,
+        )
+    return CatalogSync(rt.bitbucket(Priority.WEBHOOK), session, session.commit, rt.settings)
 
 
 def _refresh_failed(

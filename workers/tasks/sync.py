@@ -10,6 +10,7 @@ import sentry_sdk
 from celery import shared_task
 
 from app.ops.credentials_age import token_age_notice
+from app.sync.datacenter import is_datacenter_workspace
 from app.sync.refresh_failures import clear_workspace_refresh_failures
 from app.sync.repositories import RepositorySync
 from app.sync.runs import lost_runs
@@ -81,8 +82,7 @@ RESUME_TASKS = {
 
 
 def _resume_task(kind: str, workspace: str) -> str:
-    # A Data Center project's workspace is `{host}/{KEY}`; a Cloud slug never holds `/`.
-    if "/" in workspace and kind in ("repositories", "catalog"):
+    if is_datacenter_workspace(workspace) and kind in ("repositories", "catalog"):
         return SYNC_DATACENTER
     return RESUME_TASKS[kind]
 
