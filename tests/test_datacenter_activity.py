@@ -4,21 +4,32 @@ same API under the `{host}/{KEY}` workspace, and the health summary built from t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from app.db import make_engine, make_session_factory
 from app.models import CommitStatus, PullRequest, Repository, SyncRun
 from app.runtime import Runtime
 from app.sync.datacenter_activity import DataCenterActivityReconcile
+from app.task_names import (
+    RECONCILE_ACTIVITY,
+    RECONCILE_ALL_ACTIVITY,
+    RECONCILE_DATACENTER_ACTIVITY,
+    enqueue,
+    producer,
+)
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import api_client
+from tests.conftest import api_client, migrate
 from tests.test_datacenter_catalog import dc_env, dc_sync
+from tests.test_datacenter_worker import dc_worker_env
+from tests.test_worker import WorkerFactory, start_worker  # noqa: F401 - the fixture
 
 SimFactory = Callable[..., SimProcess]
 RuntimeFactory = Callable[..., Runtime]
@@ -185,3 +196,58 @@ def test_cloud_workspace_routes_are_unchanged(
     answer = client.get("/api/repositories/acme/some-repo/pullrequests")
     assert answer.status_code == 404
     assert "acme/some-repo" in answer.json["message"]
+
+
+def wait_for_activity(database_url: str, workspace: str, timeout: float = 120) -> SyncRun:
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with sessions() as session:
+                run = session.scalars(
+                    select(SyncRun).where(
+                        SyncRun.kind == "activity",
+                        SyncRun.workspace == workspace,
+                        SyncRun.status == "succeeded",
+                    )
+                ).first()
+                if run is not None:
+                    session.expunge(run)
+                    return run
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+    raise AssertionError(f"no activity run of {workspace} succeeded within {timeout}s")
+
+
+def test_beats_activity_job_reconciles_the_data_center_source_through_a_real_worker(
+    sim_factory: SimFactory,
+    runtime_for: RuntimeFactory,
+    postgres_url: str,
+    redis_url: str,
+    start_worker: WorkerFactory,  # noqa: F811
+) -> None:
+    migrate(postgres_url)
+    sim = sim_factory(flavor="datacenter", repos=10, seed=4, access_token="dc-token")
+    rt = runtime_for(**dc_env(sim, DATABASE_URL=postgres_url, REDIS_URL=redis_url))
+    assert dc_sync(rt).ok
+    start_worker(dc_worker_env(sim, postgres_url, redis_url))
+    enqueue(producer(redis_url), RECONCILE_ALL_ACTIVITY)
+    run = wait_for_activity(postgres_url, rt.datacenter_settings.host)
+    assert run.counts["repositories"] == 10 and run.counts["failures"] == 0
+    with rt.sessions() as session:
+        stored = session.scalar(select(func.count()).select_from(PullRequest))
+    expected = sum(
+        len(sim_pull_requests(sim, r["project_key"], r["slug"])) for r in sim.repositories()
+    )
+    assert stored == expected > 0
+
+
+def test_a_lost_data_center_activity_run_is_resumed_by_its_task() -> None:
+    from workers.tasks.sync import _resume_task
+
+    host = "bitbucket.example.com"
+    assert _resume_task("activity", host, host) == RECONCILE_DATACENTER_ACTIVITY
+    assert _resume_task("activity", "acme", host) == RECONCILE_ACTIVITY
+    assert _resume_task("activity", "acme") == RECONCILE_ACTIVITY
