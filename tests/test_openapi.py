@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,7 +67,8 @@ def rules(app: Flask) -> set[tuple[str, str]]:
     found = set()
     for rule in app.url_map.iter_rules():
         if rule.rule.startswith(DOCUMENTED_PREFIXES):
-            path = rule.rule.replace("<", "{").replace(">", "}")
+            # `<converter:name>` is `{name}` in OpenAPI.
+            path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
             for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
                 found.add((path, method.lower()))
     return found
