@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from app.task_names import (
 )
 from app.web import create_app
 from bitbucket_sim.testing import SimProcess
-from tests.conftest import api_client, migrate
+from tests.conftest import api_client, migrate, run_bbsync
 from tests.test_datacenter_catalog import dc_env, dc_sync
 from tests.test_datacenter_worker import dc_worker_env
 from tests.test_worker import WorkerFactory, start_worker  # noqa: F401 - the fixture
@@ -251,3 +252,26 @@ def test_a_lost_data_center_activity_run_is_resumed_by_its_task() -> None:
     assert _resume_task("activity", host, host) == RECONCILE_DATACENTER_ACTIVITY
     assert _resume_task("activity", "acme", host) == RECONCILE_ACTIVITY
     assert _resume_task("activity", "acme") == RECONCILE_ACTIVITY
+
+
+def test_bbsync_sync_activity_reconciles_the_data_center_source_in_a_real_process(
+    sim_factory: SimFactory, sqlite_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    migrate(sqlite_url)
+    sim = sim_factory(flavor="datacenter", repos=8, seed=6, access_token="dc-token")
+    env = {
+        "DATABASE_URL": sqlite_url,
+        "REDIS_URL": redis_url,
+        "BITBUCKET_DC_URL": sim.url,
+        "BITBUCKET_DC_TOKEN": "dc-token",
+        "BITBUCKET_DC_RATE_PER_SECOND": "500",
+        "BITBUCKET_DC_BURST": "50",
+    }
+    assert run_bbsync("sync", env=env, cwd=tmp_path).returncode == 0
+    sim.reset_stats()
+    reconciled = run_bbsync("sync", "--activity", env=env, cwd=tmp_path)
+    assert reconciled.returncode == 0, reconciled.stderr
+    host = sim.url.split("://", 1)[1]
+    assert f"{host} activity: succeeded" in reconciled.stdout
+    calls = sim.stats()["calls"]
+    assert calls["pullrequests"] == 8 and calls["builds"] == 8
