@@ -30,6 +30,8 @@ DRAIN_SPOOL = "bbsync.events.drain_spool"
 REFRESH_REPOSITORY_CATALOG = "bbsync.events.refresh_repository_catalog"
 RECONCILE_ALL_ACTIVITY = "bbsync.activity.reconcile_all"
 RECONCILE_ACTIVITY = "bbsync.activity.reconcile_workspace"
+# Pull requests and build statuses of every project of the Data Center source.
+RECONCILE_DATACENTER_ACTIVITY = "bbsync.activity.reconcile_datacenter"
 PRUNE_ACTIVITY = "bbsync.activity.prune"
 SYNC_ALL_MEMBERS = "bbsync.members.sync_all"
 SYNC_MEMBERS = "bbsync.members.sync_workspace"
@@ -47,6 +49,7 @@ ROUTES: dict[str, dict[str, str]] = {
     DRAIN_SPOOL: {"queue": QUEUE_EVENTS},
     RECONCILE_ALL_ACTIVITY: {"queue": QUEUE_SYNC},
     RECONCILE_ACTIVITY: {"queue": QUEUE_SYNC},
+    RECONCILE_DATACENTER_ACTIVITY: {"queue": QUEUE_SYNC},
     PRUNE_ACTIVITY: {"queue": QUEUE_DEFAULT},
     SYNC_ALL_MEMBERS: {"queue": QUEUE_SYNC},
     SYNC_MEMBERS: {"queue": QUEUE_SYNC},

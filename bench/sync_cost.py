@@ -7,6 +7,11 @@ in an hour on the same workspace (a code search per project per discovery run, t
 of every catalog file on each refresh, every 150 s), and the ratio.
 
     python -m bench.sync_cost [--sizes 1000,5000,10000] [--cold-limits 10000]
+    python -m bench.sync_cost --flavor datacenter [--sizes 1000,10000]
+
+`--flavor datacenter`: the same cold, warm and 1 % changed figures for a Bitbucket Data Center
+server (the simulator's Data Center flavour), beside Backstage's Data Center provider's time
+to discover the repositories at its fixed 1 request/s (`bench/sync_cost_datacenter.py`).
 
 Each sync runs in its own process (the worker's situation), so its peak RSS is its own.
 
@@ -337,6 +342,7 @@ def main() -> None:
     parser.add_argument(
         "--cold-limits", type=int, default=int(os.environ.get("BBSYNC_BENCH_COLD_LIMITS", "0"))
     )
+    parser.add_argument("--flavor", choices=("cloud", "datacenter"), default="cloud")
     parser.add_argument("--child", nargs=2, metavar=("DATABASE_URL", "API_URL"))
     parser.add_argument("--cold-child", nargs=3, metavar=("DATABASE_URL", "API_URL", "MODE"))
     args = parser.parse_args()
@@ -345,6 +351,11 @@ def main() -> None:
         return
     if args.cold_child:
         cold_child(*args.cold_child)
+        return
+    if args.flavor == "datacenter":
+        from bench import sync_cost_datacenter
+
+        sync_cost_datacenter.main([int(s) for s in args.sizes.split(",") if s.strip()])
         return
     print("full sync cost (figures, not pass/fail)")
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):

@@ -67,6 +67,7 @@ def rules(app: Flask) -> set[tuple[str, str]]:
     found = set()
     for rule in app.url_map.iter_rules():
         if rule.rule.startswith(DOCUMENTED_PREFIXES):
+            # `<converter:name>` (or `<converter(args):name>`) is `{name}` in OpenAPI.
             path = re.sub(r"<(?:\w+(?:\([^)]*\))?:)?(\w+)>", r"{\1}", rule.rule)
             for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
                 found.add((path, method.lower()))

@@ -32,6 +32,7 @@ from app.runtime import Runtime
 from app.sync.activity import ActivityReconcile
 from app.sync.catalog.phase import CatalogProgress
 from app.sync.coverage import sweeps
+from app.sync.datacenter_activity import DataCenterActivityReconcile
 from app.sync.eta import budget_eta_hours, catalog_remaining, describe_eta, listing_remaining
 from app.sync.liveness import RunWatch, SyncBusy, watching
 from app.sync.people import PeopleSync
@@ -40,6 +41,7 @@ from app.sync.repositories import SyncProgress
 from app.sync.workspace import WorkspaceSync
 from app.task_names import (
     RECONCILE_ACTIVITY,
+    RECONCILE_DATACENTER_ACTIVITY,
     SYNC_DATACENTER,
     SYNC_MEMBERS,
     SYNC_WORKSPACE,
@@ -98,8 +100,15 @@ def sync(
             task_id = enqueue(app, task, workspace)
             click.echo(f"{workspace}: queued as task {task_id}")
         server = rt.settings.datacenter
-        if server is not None and not chosen and not activity:
-            task_id = enqueue(app, SYNC_MEMBERS if members else SYNC_DATACENTER, server.host)
+        if server is not None and not chosen:
+            task = (
+                SYNC_MEMBERS
+                if members
+                else RECONCILE_DATACENTER_ACTIVITY
+                if activity
+                else SYNC_DATACENTER
+            )
+            task_id = enqueue(app, task, server.host)
             click.echo(f"Data Center {server.host}: queued as task {task_id}")
         return
     failed = False
@@ -123,10 +132,10 @@ def sync(
         except SyncBusy as exc:
             click.echo(f"{workspace}: {exc}", err=True)
     if rt.settings.datacenter is not None and not chosen:
-        if activity:
-            click.echo("Data Center: activity is not reconciled for Data Center yet", err=True)
-        elif members:
+        if members:
             failed |= not sync_datacenter_members(rt, _report_run)
+        elif activity:
+            failed |= not _datacenter_activity(rt)
         else:
             failed |= not sync_datacenter(rt, _report_run)
     if failed:
@@ -229,6 +238,35 @@ def _run_service(rt: Runtime, workspace: str, service: Any) -> bool:
             click.echo(f"{workspace}: failed: {exc}", err=True)
             return False
         _report_run(workspace, run)
+    return True
+
+
+def _datacenter_activity(rt: Runtime) -> bool:
+    """Pull requests and build statuses of every Data Center project here, as the worker's
+    task does (one run under the server's host); False when it paused or failed."""
+    host = rt.datacenter_settings.host
+    watch = RunWatch(
+        rt.engine,
+        rt.redis,
+        task_id=None,
+        interval=rt.settings.run_heartbeat_seconds,
+        lock_seconds=rt.settings.run_stale_seconds,
+    )
+    try:
+        with watching(watch), rt.sessions() as session:
+            run = DataCenterActivityReconcile(
+                rt.datacenter(), session, session.commit, rt.datacenter_settings
+            ).run_server()
+    except SyncBusy as exc:
+        click.echo(f"Data Center {host}: {exc}", err=True)
+        return True
+    except RetryLater as exc:
+        click.echo(f"Data Center {host}: paused, run again to resume: {exc}", err=True)
+        return False
+    except BitbucketError as exc:
+        click.echo(f"Data Center {host}: failed: {exc}", err=True)
+        return False
+    _report_run(host, run)
     return True
 
 

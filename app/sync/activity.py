@@ -178,6 +178,15 @@ class ActivityReconcile:
         self.max_quiet_calls = max_quiet_calls
         self.counts: dict[str, int] = {}
 
+    @property
+    def calls_per_repository(self) -> int:
+        """What a quiet repository costs: the least a run must have left to start one."""
+        return CALLS_PER_REPOSITORY if self.pipelines else CALLS_PER_REPOSITORY - 1
+
+    def order(self, workspace: str) -> list[tuple[Repository, bool]]:
+        """The repositories this run goes through, changed first (`reconcile_order`)."""
+        return reconcile_order(self.session, workspace)
+
     def run(self, workspace: str) -> SyncRun:
         """Reconcile repositories with signs of change first, then the quiet ones oldest first,
         stopping before a repository would take the run past `max_calls` (its share of the
@@ -199,8 +208,8 @@ class ActivityReconcile:
         run = SyncRun(kind=KIND, workspace=workspace)
         with recorded_run(self.session, self.commit, self.client, run, lambda: self.counts):
             started = self.client.ledger.total
-            cost = CALLS_PER_REPOSITORY if self.pipelines else CALLS_PER_REPOSITORY - 1
-            ordered = reconcile_order(self.session, workspace)
+            cost = self.calls_per_repository
+            ordered = self.order(workspace)
             for index, (repo, changed) in enumerate(ordered):
                 spent = self.client.ledger.total - started
                 quiet = self.counts["quiet_calls"]
@@ -298,7 +307,20 @@ class ActivityReconcile:
 
 def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, bool]]:
     """Live repositories in the order activity reconciliation spends on them, each with
-    whether it shows signs of change.
+    whether it shows signs of change (see `reconcile_tiers`)."""
+    return order_by_tier(reconcile_tiers(session, workspace))
+
+
+def order_by_tier(tiers: list[tuple[Repository, int]]) -> list[tuple[Repository, bool]]:
+    """Repositories by tier, oldest reconciliation first within each, with whether changed;
+    `tiers` may come from several workspaces (a Data Center server's projects)."""
+    epoch = datetime.min.replace(tzinfo=UTC)
+    ordered = sorted(tiers, key=lambda t: (t[1], t[0].activity_reconciled_at or epoch))
+    return [(repo, tier == 0) for repo, tier in ordered]
+
+
+def reconcile_tiers(session: Session, workspace: str) -> list[tuple[Repository, int]]:
+    """Live repositories of a workspace, each with its tier (0 is spent on first).
 
     First those with signs of change since their last reconciliation: the hourly listing moved
     `updated_on`, or deliveries arrived for them (after an ingress outage these are the ones
@@ -350,10 +372,7 @@ def reconcile_order(session: Session, workspace: str) -> list[tuple[Repository, 
             return 0
         return 2 if repo.id in with_open else 3
 
-    epoch = datetime.min.replace(tzinfo=UTC)
-    tiers = {repo.id: tier(repo) for repo in repos}
-    repos.sort(key=lambda r: (tiers[r.id], r.activity_reconciled_at or epoch))
-    return [(repo, tiers[repo.id] == 0) for repo in repos]
+    return [(repo, tier(repo)) for repo in repos]
 
 
 def activity_call_cap(settings: Settings) -> int:

@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from app.web.api_access import access_api
     from app.web.api_activity import activity_api
     from app.web.catalog import catalog
+    from app.web.converters import WorkspaceConverter
     from app.web.health import health
     from app.web.metrics import metrics
     from app.web.openapi import openapi
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     from app.web.webhooks import webhooks
     from app.web.webhooks_dc import webhooks_dc
 
+    # Before the blueprints: their rules read it (a Data Center workspace holds a '/').
+    app.url_map.converters["workspace"] = WorkspaceConverter
     app.register_blueprint(health)
     app.register_blueprint(metrics)
     app.register_blueprint(api)

@@ -195,7 +195,7 @@ def permissions() -> Any:
 
 
 # `<path:…>`: a Data Center repository's workspace is `{host}/{KEY}`.
-@access_api.get("/repositories/<path:workspace>/<slug>/permissions")
+@access_api.get("/repositories/<workspace:workspace>/<slug>/permissions")
 @documented(
     summary="Who may access a repository",
     auth="api",
@@ -311,7 +311,7 @@ def _cut(text: str) -> str:
 
 
 # A Data Center repository's workspace is `{host}/{KEY}`: matched here so it gets a clear answer.
-@access_api.post("/repositories/<path:workspace>/<slug>/pipelines")
+@access_api.post("/repositories/<workspace:workspace>/<slug>/pipelines")
 @documented(
     summary="Run a pipeline for a Backstage user",
     auth="user",

@@ -159,7 +159,7 @@ def _repository(session: Session, workspace: str, slug: str) -> Repository:
     return repo
 
 
-@activity_api.get("/repositories/<workspace>/<slug>")
+@activity_api.get("/repositories/<workspace:workspace>/<slug>")
 @documented(
     summary="One repository",
     auth="api",
@@ -179,7 +179,7 @@ def repository(workspace: str, slug: str) -> Any:
         return json_with_etag(RepositoryOutSchema().dump(data))
 
 
-@activity_api.get("/repositories/<workspace>/<slug>/pullrequests")
+@activity_api.get("/repositories/<workspace:workspace>/<slug>/pullrequests")
 @documented(
     summary="Pull requests of a repository",
     auth="api",
@@ -202,7 +202,7 @@ def pull_requests(workspace: str, slug: str) -> Any:
         return _page(session, stmt, query, PullRequestPageSchema)
 
 
-@activity_api.get("/repositories/<workspace>/<slug>/pipelines")
+@activity_api.get("/repositories/<workspace:workspace>/<slug>/pipelines")
 @documented(
     summary="Pipelines of a repository",
     auth="api",
@@ -227,7 +227,7 @@ def pipelines(workspace: str, slug: str) -> Any:
         return _page(session, stmt, query, PipelinePageSchema)
 
 
-@activity_api.get("/repositories/<workspace>/<slug>/statuses")
+@activity_api.get("/repositories/<workspace:workspace>/<slug>/statuses")
 @documented(
     summary="Commit statuses of a repository",
     auth="api",
@@ -252,7 +252,7 @@ def statuses(workspace: str, slug: str) -> Any:
         return _page(session, stmt, query, StatusPageSchema)
 
 
-@activity_api.get("/repositories/<workspace>/<slug>/health")
+@activity_api.get("/repositories/<workspace:workspace>/<slug>/health")
 @documented(
     summary="Health of a repository",
     auth="api",

@@ -22,6 +22,7 @@ from flask import Blueprint, current_app, jsonify
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
+from app.web.converters import WORKSPACE_PATTERN
 from app.web.responses import ErrorSchema
 
 openapi = Blueprint("openapi", __name__)
@@ -150,6 +151,7 @@ _PATH_SCHEMAS = {
     "string": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
     "int": {"type": "integer", "minimum": 0},
     "path": {"type": "string", "minLength": 1},
+    "workspace": {"type": "string", "minLength": 1, "pattern": f"^{WORKSPACE_PATTERN}$"},
 }
 
 

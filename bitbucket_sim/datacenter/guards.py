@@ -49,7 +49,10 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 
 def family_of(path: str) -> str | None:
-    """The stats family of a Data Center REST path; None outside `/rest/`."""
+    """The stats family of a Data Center REST path; None outside `/rest/` (the `/_sim/`
+    admin API's `/_sim/repos/{slug}/branches` must not read as a REST call)."""
+    if not path.startswith("/rest/"):
+        return None
     for pattern, family in _RULES:
         if pattern.search(path):
             return family

@@ -17,6 +17,7 @@ from app.sync.runs import lost_runs
 from app.sync.workspace import WorkspaceSync
 from app.task_names import (
     RECONCILE_ACTIVITY,
+    RECONCILE_DATACENTER_ACTIVITY,
     RECOVER_LOST_RUNS,
     SYNC_ALL_WORKSPACES,
     SYNC_DATACENTER,
@@ -81,9 +82,12 @@ RESUME_TASKS = {
 }
 
 
-def _resume_task(kind: str, workspace: str) -> str:
+def _resume_task(kind: str, workspace: str, datacenter_host: str | None = None) -> str:
     if is_datacenter_workspace(workspace) and kind in ("repositories", "catalog"):
         return SYNC_DATACENTER
+    # The Data Center source's activity run is recorded under its host.
+    if kind == "activity" and datacenter_host is not None and workspace == datacenter_host:
+        return RECONCILE_DATACENTER_ACTIVITY
     return RESUME_TASKS[kind]
 
 
@@ -93,9 +97,13 @@ def recover_lost_runs(self: BbsyncTask) -> list[str]:
     with the message still unacked, which the broker would hold for hours). Mark it lost with
     what it spent and enqueue the task that continues it, now."""
     with self.unit_of_work() as session:
-        lost = lost_runs(session, self.runtime.settings.run_stale_seconds)
+        settings = self.runtime.settings
+        lost = lost_runs(session, settings.run_stale_seconds)
+        host = settings.datacenter.host if settings.datacenter else None
         resume = dict.fromkeys(
-            (_resume_task(r.kind, r.workspace), r.workspace) for r in lost if r.kind in RESUME_TASKS
+            (_resume_task(r.kind, r.workspace, host), r.workspace)
+            for r in lost
+            if r.kind in RESUME_TASKS
         )
     for task, workspace in resume:
         log.warning("lost sync resumed", extra={"task": task, "workspace": workspace})
