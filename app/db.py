@@ -10,8 +10,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """An engine for SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (pre-ping)."""
+def make_engine(database_url: str, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """An engine for SQLite (WAL, foreign keys, busy timeout) or PostgreSQL (pre-ping unless
+    `pre_ping` is False: then the caller handles a connection the server dropped)."""
     if database_url.startswith("sqlite"):
         engine = create_engine(
             database_url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
@@ -27,7 +28,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(database_url, pool_pre_ping=True, **kwargs)
+    return create_engine(database_url, pool_pre_ping=pre_ping, **kwargs)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -29,6 +29,12 @@ class Runtime:
         return make_engine(self.settings.database_url)
 
     @cached_property
+    def ingress_engine(self) -> Engine:
+        """The webhook ingress's own engine: each delivery is one autocommitted INSERT, and
+        no ping precedes it (a dropped connection is retried once, see `insert_delivery`)."""
+        return make_engine(self.settings.database_url, pre_ping=False, isolation_level="AUTOCOMMIT")
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
 
@@ -110,5 +116,6 @@ class Runtime:
 
     def dispose(self) -> None:
         """Drop pooled database connections after a fork (redis-py re-opens by itself)."""
-        if "engine" in self.__dict__:
-            self.engine.dispose(close=False)
+        for name in ("engine", "ingress_engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose(close=False)

@@ -26,7 +26,7 @@ from app.bitbucket.webhooks import (
     DeliveryHeadersSchema,
     UnusableBody,
     load_event,
-    parse_body,
+    parse_body_text,
     signature_valid,
     storable_text,
 )
@@ -36,7 +36,7 @@ from app.outbox import (
     IncomingDelivery,
     database_unavailable,
     enqueue_stored,
-    store_deliveries,
+    insert_delivery,
 )
 from app.runtime import Runtime
 from app.task_names import PROCESS_DELIVERY, enqueue_safely
@@ -107,7 +107,7 @@ def _receive() -> Any:
             fields=exc.messages,
         )
     try:
-        body, sanitized = parse_body(raw)
+        body, body_text, sanitized = parse_body_text(raw)
     except UnusableBody as exc:
         return _error(400, "invalid_json", str(exc))
     event_key = headers["event_key"]
@@ -139,6 +139,7 @@ def _receive() -> Any:
         repository_full_name=repository.get("full_name"),
         body=body,
         sanitized=sanitized or headers_sanitized,
+        body_text=body_text,
     )
     if sanitized:
         log.warning(
@@ -151,8 +152,7 @@ def _receive() -> Any:
         # order Bitbucket sent them in, and try to move them all once this answer is sent.
         return _spooled(rt, spool, delivery, drain=True)
     try:
-        with rt.sessions.begin() as session:
-            inserted = store_deliveries(session, [delivery])
+        delivery_id = insert_delivery(rt.ingress_engine, delivery)
     except SQLAlchemyError as exc:
         if not database_unavailable(exc):
             raise
@@ -161,7 +161,6 @@ def _receive() -> Any:
             extra={"request_uuid": delivery.request_uuid, "error": type(exc).__name__},
         )
         return _spooled(rt, spool, delivery, drain=False)
-    delivery_id = inserted.get(delivery.request_uuid)
     if delivery_id is None:
         return jsonify(status="duplicate", request_uuid=delivery.request_uuid), 200
     if not handled:
