@@ -45,6 +45,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions["bbsync.producer"] = producer(settings.broker_url)
     # The ingress's sender: one LPUSH a delivery on a Redis broker (see `TaskSender`).
     app.extensions["bbsync.sender"] = TaskSender(app.extensions["bbsync.producer"])
+    from app.web.webhooks import SpoolWatch
+
+    app.extensions["bbsync.spool_watch"] = SpoolWatch()
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes + 64 * 1024
 
     from app.web.api import api

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from marshmallow import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -30,8 +30,9 @@ from app.bitbucket.webhooks import (
     signature_valid,
     storable_text,
 )
-from app.ops.telemetry import record_ingress
+from app.ops.telemetry import queue_ingress
 from app.outbox import (
+    SPOOL_KEY,
     DeliverySpool,
     IncomingDelivery,
     database_unavailable,
@@ -64,11 +65,52 @@ def _error(status: int, error: str, message: str, **extra: Any) -> Any:
     return jsonify(error=error, message=message, **extra), status
 
 
+class SpoolWatch:
+    """Whether deliveries wait in the spool, as this app last read it (`XLEN`, sent with each
+    delivery's latency in the round trip that records it), so that the next delivery need
+    not ask Redis again. A reading older than `max_age` seconds, or none, is read afresh;
+    a delivery this app spooled makes the next one read afresh."""
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self._seen: tuple[int, float] | None = None
+
+    def saw(self, depth: int) -> None:
+        self._seen = (depth, time.monotonic())
+
+    def forget(self) -> None:
+        self._seen = None
+
+    def waiting(self, spool: DeliverySpool) -> bool:
+        seen = self._seen
+        if seen is not None and time.monotonic() - seen[1] <= self.max_age:
+            return seen[0] > 0
+        try:
+            depth = spool.depth()
+        except redis.RedisError:
+            self.forget()
+            return False
+        self.saw(depth)
+        return depth > 0
+
+
 @webhooks.post("/webhooks/bitbucket")
 def receive() -> Any:
     started = time.monotonic()
     response = _receive()
-    record_ingress(runtime().redis, time.monotonic() - started)
+    watch: SpoolWatch = current_app.extensions["bbsync.spool_watch"]
+    try:
+        pipe = runtime().redis.pipeline(transaction=False)
+        queue_ingress(pipe, time.monotonic() - started)
+        pipe.xlen(SPOOL_KEY)
+        depth = int(pipe.execute()[-1])
+        if g.get("bbsync_spooled"):
+            watch.forget()  # its drain runs after the answer: the next delivery reads afresh
+        else:
+            watch.saw(depth)
+    except redis.RedisError:
+        log.warning("ingress latency not recorded")
+        watch.forget()
     return response
 
 
@@ -147,7 +189,7 @@ def _receive() -> Any:
             extra={"request_uuid": delivery.request_uuid, "event": event_key},
         )
     spool = DeliverySpool(rt.redis, settings.spool_max_entries)
-    if spool.waiting():
+    if current_app.extensions["bbsync.spool_watch"].waiting(spool):
         # Older deliveries wait for the database: queue behind them, so the outbox keeps the
         # order Bitbucket sent them in, and try to move them all once this answer is sent.
         return _spooled(rt, spool, delivery, drain=True)
@@ -181,6 +223,7 @@ def _enqueuer() -> Callable[[int], bool]:
 
 
 def _spooled(rt: Runtime, spool: DeliverySpool, delivery: IncomingDelivery, drain: bool) -> Any:
+    g.bbsync_spooled = True
     if not spool.add(delivery):
         log.error(
             "delivery not stored: database and spool unavailable",
