@@ -289,7 +289,7 @@ def run_baseline(
     port = free_port()
     procs.start(
         "baseline",
-        gunicorn_args(port, args.web_workers, "bench.ingress:baseline_app()"),
+        gunicorn_args(port, args.web_workers, "bench.ingress:baseline_app()", args.web_threads),
         {"BENCH_BASELINE_REDIS_URL": REDIS_URL},
     )
     base = f"http://127.0.0.1:{port}"
@@ -317,7 +317,7 @@ def run_bbsync(
     port = free_port()
     procs.start(
         "web",
-        gunicorn_args(port, args.web_workers, "app.web.wsgi:app"),
+        gunicorn_args(port, args.web_workers, "app.web.wsgi:app", args.web_threads),
         bbsync_env(database_url, api_url),
     )
     base = f"http://127.0.0.1:{port}"
@@ -429,14 +429,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="paced deliveries per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced duration")
     parser.add_argument("--threads", type=int, default=8, help="load generator threads")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--web-threads", type=int, default=1, help="threads a worker, both servers (1: sync)"
+    )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured deliveries first")
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
     logs = Path(tempfile.mkdtemp(prefix="bbsync-bench-ingress-"))
     print(
-        f"ingress: signed repo:push deliveries, gunicorn --workers {args.web_workers} (sync) "
+        f"ingress: signed repo:push deliveries, gunicorn --workers {args.web_workers} "
+        f"({f'--threads {args.web_threads}' if args.web_threads > 1 else 'sync'}) "
         f"for both servers, {args.threads} client threads (requests.Session each), "
         f"{os.cpu_count()} CPUs; client, servers, PostgreSQL and Redis share this machine"
     )

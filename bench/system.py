@@ -97,14 +97,16 @@ def bbsync_env(database_url: str, api_url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def gunicorn_args(port: int, workers: int, app: str) -> list[str]:
-    """Sync workers, as the Procfile's `web` process (no access log: it would cost CPU)."""
+def gunicorn_args(port: int, workers: int, app: str, threads: int = 1) -> list[str]:
+    """Sync workers, as the Procfile's `web` process (no access log: it would cost CPU);
+    with `threads` above 1, gunicorn's threaded workers (`gthread`) with that many each."""
     return [
         str(BIN / "gunicorn"),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
         str(workers),
+        *(["--threads", str(threads)] if threads > 1 else []),
         "--timeout",
         "30",
         app,
