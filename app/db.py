@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 
 def make_engine(database_url: str, pre_ping: bool = True, **kwargs: Any) -> Engine:
@@ -33,6 +36,18 @@ def make_engine(database_url: str, pre_ping: bool = True, **kwargs: Any) -> Engi
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def retry_dropped(work: Callable[[], T]) -> T:
+    """`work()`, once more if it failed on a pooled connection the server had dropped (a
+    database restart or failover), for engines without a ping at checkout. Only for work
+    that may run twice: reads, or statements that deduplicate themselves."""
+    try:
+        return work()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return work()
 
 
 @contextmanager

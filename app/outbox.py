@@ -31,6 +31,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.bitbucket.webhooks import UnusableBody, parse_body_text
+from app.db import retry_dropped
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -181,20 +182,18 @@ def store_deliveries(session: Session, deliveries: Sequence[IncomingDelivery]) -
 
 def insert_delivery(engine: Engine, delivery: IncomingDelivery) -> int | None:
     """Store one delivery in a single autocommitted statement (stored and deduplicated in
-    one round trip); its id, or None for a duplicate. `engine` is the ingress's own
-    (`Runtime.ingress_engine`: autocommit, no ping at checkout): a pooled connection the
-    server has dropped is found by the statement itself and tried once more on a new one."""
+    one round trip); its id, or None for a duplicate. `engine` is `Runtime.statement_engine`
+    (autocommit, no ping at checkout): a pooled connection the server has dropped is found
+    by the statement itself and tried once more on a new one."""
     stmt = _insert_statement(engine.dialect.name)
     row = delivery.row(utcnow())
-    for attempt in (1, 2):
-        try:
-            with engine.connect() as connection:
-                stored = connection.execute(stmt, row).first()
-            return None if stored is None else int(stored.id)
-        except DBAPIError as exc:
-            if attempt == 2 or not exc.connection_invalidated:
-                raise
-    raise AssertionError("unreachable")
+
+    def insert() -> int | None:
+        with engine.connect() as connection:
+            stored = connection.execute(stmt, row).first()
+        return None if stored is None else int(stored.id)
+
+    return retry_dropped(insert)
 
 
 def mark_pending(sessions: sessionmaker[Session], delivery_ids: Sequence[int]) -> None:

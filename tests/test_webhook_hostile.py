@@ -252,4 +252,4 @@ def test_a_connection_the_database_dropped_is_replaced_not_spooled(
     assert second.status_code == 202 and second.json["status"] == "accepted", second.json
     assert [d.id for d in stored(rt)] == [first.json["delivery"], second.json["delivery"]]
     rt.engine.dispose()
-    rt.ingress_engine.dispose()
+    rt.statement_engine.dispose()

@@ -194,7 +194,7 @@ def _receive() -> Any:
         # order Bitbucket sent them in, and try to move them all once this answer is sent.
         return _spooled(rt, spool, delivery, drain=True)
     try:
-        delivery_id = insert_delivery(rt.ingress_engine, delivery)
+        delivery_id = insert_delivery(rt.statement_engine, delivery)
     except SQLAlchemyError as exc:
         if not database_unavailable(exc):
             raise
