@@ -7,8 +7,9 @@ directly with COPY: one workspace (`acme`), 50 projects, `--repos` repositories 
 or SUPERSEDED), `--pipelines` Pipelines runs (default 20: COMPLETED on `main`, ~85 %
 SUCCESSFUL, the rest FAILED) and 3 commit statuses on its head commit; then ANALYZE. bbsync's
 web process is served by gunicorn as the Procfile's `web` process (`--workers 2 --threads 4`;
-`--web-threads 1` for sync workers), with `BITBUCKET_API_URL` pointing at the simulator (`bitbucket_sim`), whose call counter is read
-before and after the load: bbsync must make no Bitbucket call at read time.
+`--web-threads 1` for sync workers), with `BITBUCKET_API_URL` pointing at the simulator
+(`bitbucket_sim`), whose call counter is read before and after the load: bbsync must make no
+Bitbucket call at read time.
 
 Load: `GET /api/repositories/acme/<slug>/health` with a bearer service token, random slugs,
 from `--threads` client threads (default 6, a `requests.Session` each). An unmeasured warm-up
