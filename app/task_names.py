@@ -6,18 +6,11 @@ code; `workers/` registers its tasks under the same names.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from typing import Any
 
-import redis
 from celery import Celery
-from kombu.utils.json import dumps as kombu_dumps
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -73,77 +66,7 @@ def producer(broker_url: str) -> Celery:
     return app
 
 
-@dataclass(frozen=True)
-class Sent:
-    id: str
-
-
-class TaskSender:
-    """Sends tasks as `Celery.send_task` does, cheaper on a Redis broker.
-
-    On Redis, kombu's transport builds a new Redis client for every message it puts, which
-    costs the web process about 0.4 ms of CPU a delivery. Here the message is the one kombu
-    would write (Celery's own `create_task_message`, JSON, the body base64 in kombu's Redis
-    envelope, default priority, no ETA) and it is pushed with one `LPUSH` on a client kept
-    for the process. Anything else (another broker, a countdown, a key prefix) goes through
-    Celery unchanged. `tests/test_task_sender.py` holds the two envelopes side by side.
-    """
-
-    def __init__(self, app: Celery) -> None:
-        self.app = app
-        url = str(app.conf.broker_url or "")
-        options = app.conf.broker_transport_options or {}
-        fast = url.startswith(("redis://", "rediss://"))
-        fast = fast and not options.get("global_keyprefix") and not options.get("priority_steps")
-        # As the producer's own settings: a broker that is down fails the send at once (the
-        # caller stores the delivery as pending), never after retries.
-        self.client = (
-            redis.Redis.from_url(
-                url, socket_connect_timeout=2, socket_timeout=5, retry=Retry(NoBackoff(), 0)
-            )
-            if fast
-            else None
-        )
-        self.oid = app.thread_oid if fast else ""
-
-    def send_task(
-        self,
-        name: str,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-        countdown: float | None = None,
-        retry: bool = False,
-    ) -> Sent:
-        if self.client is None or countdown is not None:
-            result = self.app.send_task(
-                name, args=args, kwargs=kwargs, countdown=countdown, retry=retry
-            )
-            return Sent(str(result.id))
-        task_id = str(uuid.uuid4())
-        queue = ROUTES.get(name, {}).get("queue", QUEUE_DEFAULT)
-        message = self.app.amqp.create_task_message(
-            task_id, name, args, kwargs or {}, reply_to=self.oid
-        )
-        properties = dict(message.properties)
-        properties.update(
-            delivery_mode=2,
-            delivery_info={"exchange": "", "routing_key": queue},
-            priority=0,
-            body_encoding="base64",
-            delivery_tag=str(uuid.uuid4()),
-        )
-        envelope = {
-            "body": base64.b64encode(kombu_dumps(message.body).encode()).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": message.headers,
-            "properties": properties,
-        }
-        self.client.lpush(queue, kombu_dumps(envelope))
-        return Sent(task_id)
-
-
-def enqueue(app: Celery | TaskSender, name: str, *args: Any, countdown: float | None = None) -> str:
+def enqueue(app: Celery, name: str, *args: Any, countdown: float | None = None) -> str:
     """Send task `name` to its queue; returns the task id."""
     result = app.send_task(name, args=args, countdown=countdown, retry=False)
     return str(result.id)
@@ -153,9 +76,7 @@ def enqueue(app: Celery | TaskSender, name: str, *args: Any, countdown: float | 
 _broker_lost_at: float | None = None
 
 
-def enqueue_safely(
-    app: Celery | TaskSender, name: str, *args: Any, countdown: float | None = None
-) -> bool:
+def enqueue_safely(app: Celery, name: str, *args: Any, countdown: float | None = None) -> bool:
     """Like `enqueue`, but a broker that is down gives False instead of an error: the caller
     has stored what the task needs, and a scheduled requeue sends it later.
 

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--web-threads",
         type=int,
-        default=4,
+        default=1,
         help="threads a worker (the Procfile's WEB_THREADS; 1: sync workers)",
     )
     parser.add_argument("--seed", type=int, default=7, help="data and slug choice")

@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--web-threads",
         type=int,
-        default=4,
+        default=1,
         help="threads a worker, both servers (the Procfile's WEB_THREADS; 1: sync workers)",
     )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured deliveries first")

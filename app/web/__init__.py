@@ -12,7 +12,7 @@ from app.config import Settings, SettingsError, load_settings
 from app.ops.logs import configure_logging
 from app.ops.observability import init_sentry
 from app.runtime import Runtime
-from app.task_names import TaskSender, producer
+from app.task_names import producer
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions["bbsync"] = runtime
     # Sends tasks by name; connects to the broker only when a delivery is enqueued.
     app.extensions["bbsync.producer"] = producer(settings.broker_url)
-    # The ingress's sender: one LPUSH a delivery on a Redis broker (see `TaskSender`).
-    app.extensions["bbsync.sender"] = TaskSender(app.extensions["bbsync.producer"])
     from app.web.webhooks import SpoolWatch
 
     app.extensions["bbsync.spool_watch"] = SpoolWatch()

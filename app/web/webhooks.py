@@ -218,8 +218,8 @@ def _storable_headers(kept: dict[str, str]) -> tuple[dict[str, str], bool]:
 
 
 def _enqueuer() -> Callable[[int], bool]:
-    sender = current_app.extensions["bbsync.sender"]
-    return lambda delivery_id: enqueue_safely(sender, PROCESS_DELIVERY, delivery_id)
+    producer = current_app.extensions["bbsync.producer"]
+    return lambda delivery_id: enqueue_safely(producer, PROCESS_DELIVERY, delivery_id)
 
 
 def _spooled(rt: Runtime, spool: DeliverySpool, delivery: IncomingDelivery, drain: bool) -> Any:
