@@ -19,16 +19,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import redis
-from sqlalchemy import Table, update
+from sqlalchemy import Engine, Insert, Table, Text, bindparam, cast, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.bitbucket.webhooks import UnusableBody, parse_body
+from app.bitbucket.webhooks import UnusableBody, parse_body_text
+from app.db import retry_dropped
 from app.models import DeliveryStatus, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,8 @@ class IncomingDelivery:
     received_at: datetime = field(default_factory=utcnow)
     body: Any = None
     sanitized: bool = False
+    # The JSON text stored for `body` (see `parse_body_text`); serialised from `body` if unset.
+    body_text: str | None = None
 
     @property
     def body_sha256(self) -> str:
@@ -87,7 +92,7 @@ class IncomingDelivery:
             "event_key": self.event_key,
             "attempt": self.attempt,
             "headers": self.headers,
-            "body": self.body,
+            "body_json": self.body_text if self.body_text is not None else json.dumps(self.body),
             "repository_uuid": self.repository_uuid,
             "repository_full_name": self.repository_full_name,
             # Optimistically `queued`: one transaction on the common path. If the broker
@@ -118,7 +123,7 @@ class IncomingDelivery:
         """Rebuild a spooled delivery; `UnusableBody` or `ValueError` when it is corrupt."""
         meta = json.loads(fields[b"meta"])
         raw = fields[b"body"]
-        body, sanitized = parse_body(raw)
+        body, text, sanitized = parse_body_text(raw)
         return cls(
             request_uuid=str(meta["request_uuid"]),
             hook_uuid=meta["hook_uuid"],
@@ -132,7 +137,30 @@ class IncomingDelivery:
             received_at=datetime.fromisoformat(meta["received_at"]),
             body=body,
             sanitized=sanitized,
+            body_text=text,
         )
+
+
+@cache
+def _insert_statement(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING id, request_uuid, built once per dialect (so
+    its compiled form is cached). The body is bound as JSON text, cast to JSONB on PostgreSQL:
+    the text is stored as it came, never parsed and re-serialised on the way."""
+    table: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+    body_json = bindparam("body_json", type_=Text)
+    if dialect == "postgresql":
+        return (
+            postgresql.insert(table)
+            .values(body=cast(body_json, JSONB))
+            .on_conflict_do_nothing()
+            .returning(table.c.id, table.c.request_uuid)
+        )
+    return (
+        sqlite.insert(table)
+        .values(body=body_json)
+        .on_conflict_do_nothing()
+        .returning(table.c.id, table.c.request_uuid)
+    )
 
 
 def store_deliveries(session: Session, deliveries: Sequence[IncomingDelivery]) -> dict[str, int]:
@@ -142,18 +170,30 @@ def store_deliveries(session: Session, deliveries: Sequence[IncomingDelivery]) -
     """
     if not deliveries:
         return {}
-    table: Table = WebhookDelivery.__table__  # type: ignore[assignment]
     now = utcnow()
-    rows = [d.row(now) for d in deliveries]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(table)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(table.c.id, table.c.request_uuid)
-    )
-    return {request_uuid: id_ for id_, request_uuid in session.execute(stmt).all()}
+    stmt = _insert_statement(session.get_bind().dialect.name)
+    inserted: dict[str, int] = {}
+    for delivery in deliveries:  # one at a time: ids follow the order they came in
+        row = session.execute(stmt, delivery.row(now)).first()
+        if row is not None:
+            inserted[row.request_uuid] = row.id
+    return inserted
+
+
+def insert_delivery(engine: Engine, delivery: IncomingDelivery) -> int | None:
+    """Store one delivery in a single autocommitted statement (stored and deduplicated in
+    one round trip); its id, or None for a duplicate. `engine` is `Runtime.statement_engine`
+    (autocommit, no ping at checkout): a pooled connection the server has dropped is found
+    by the statement itself and tried once more on a new one."""
+    stmt = _insert_statement(engine.dialect.name)
+    row = delivery.row(utcnow())
+
+    def insert() -> int | None:
+        with engine.connect() as connection:
+            stored = connection.execute(stmt, row).first()
+        return None if stored is None else int(stored.id)
+
+    return retry_dropped(insert)
 
 
 def mark_pending(sessions: sessionmaker[Session], delivery_ids: Sequence[int]) -> None:

@@ -1,47 +1,125 @@
-"""Repository health, derived from stored rows only: never a Bitbucket call at read time."""
+"""Repository health, derived from stored rows only: never a Bitbucket call at read time.
+
+Read as columns, not ORM objects: a lookup is three statements built once (the repository
+with its open pull-request count, the recent pipelines, the statuses that matter), whose
+compiled forms SQLAlchemy caches.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from app.models import CommitStatus, Pipeline, PullRequest, Repository, utcnow
+from app.models import CommitStatus, Pipeline, PullRequest, Repository, Workspace, utcnow
+
+
+class HealthRepository(Protocol):
+    """What a health summary reads of a repository (a `Repository` or a `health_repository`
+    row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def full_name(self) -> str: ...
+    @property
+    def default_branch(self) -> str | None: ...
+    @property
+    def head_commit(self) -> str | None: ...
+    @property
+    def last_push_at(self) -> datetime | None: ...
+    @property
+    def updated_on(self) -> datetime | None: ...
+
+
+def _open_pull_requests(aggregate: Any) -> Any:
+    return (
+        select(aggregate)
+        .where(PullRequest.repository_id == Repository.id, PullRequest.state == "OPEN")
+        .scalar_subquery()
+    )
+
+
+# The repository by workspace and slug, with its open pull requests counted, in one statement.
+_REPOSITORY = (
+    select(
+        Repository.id,
+        Repository.full_name,
+        Repository.default_branch,
+        Repository.head_commit,
+        Repository.last_push_at,
+        Repository.updated_on,
+        _open_pull_requests(func.count()).label("open_count"),
+        _open_pull_requests(func.min(PullRequest.created_on)).label("oldest_open"),
+    )
+    .join(Workspace, Repository.workspace_id == Workspace.id)
+    .where(
+        Workspace.slug == bindparam("workspace"),
+        Repository.slug == bindparam("slug"),
+        Repository.deleted_at.is_(None),
+    )
+    .limit(1)
+)
+_OPEN = select(func.count(), func.min(PullRequest.created_on)).where(
+    PullRequest.repository_id == bindparam("repository_id"), PullRequest.state == "OPEN"
+)
+_PIPELINES = (
+    select(
+        Pipeline.result,
+        Pipeline.ref_name,
+        Pipeline.build_number,
+        Pipeline.commit_hash,
+        Pipeline.completed_on,
+    )
+    .where(Pipeline.repository_id == bindparam("repository_id"), Pipeline.state == "COMPLETED")
+    .order_by(Pipeline.created_on.desc())
+    .limit(bindparam("runs"))
+)
+_STATUSES = (
+    select(
+        CommitStatus.key,
+        CommitStatus.name,
+        CommitStatus.state,
+        CommitStatus.commit_hash,
+        CommitStatus.updated_on,
+        CommitStatus.url,
+    )
+    .where(
+        CommitStatus.repository_id == bindparam("repository_id"),
+        (CommitStatus.refname == bindparam("branch"))
+        | (CommitStatus.commit_hash == bindparam("head")),
+    )
+    .order_by(CommitStatus.updated_on.desc())
+    .limit(200)
+)
+
+
+def health_repository(session: Session, workspace: str, slug: str) -> Row[Any] | None:
+    """The columns a health summary needs of a live repository, with its open pull-request
+    count and oldest (`open_count`, `oldest_open`); None when bbsync does not know it."""
+    return session.execute(_REPOSITORY, {"workspace": workspace, "slug": slug}).first()
 
 
 def repository_health(
-    session: Session, repo: Repository, pipeline_runs: int = 20
+    session: Session, repo: HealthRepository, pipeline_runs: int = 20
 ) -> dict[str, Any]:
     """Open pull requests and the oldest one's age, the last default-branch build, the
-    pipeline success rate over the last `pipeline_runs` completed runs, the last push."""
+    pipeline success rate over the last `pipeline_runs` completed runs, the last push.
+    `repo` from `health_repository` brings its open pull requests along."""
     now = utcnow()
-    open_count, oldest = session.execute(
-        select(func.count(), func.min(PullRequest.created_on)).where(
-            PullRequest.repository_id == repo.id, PullRequest.state == "OPEN"
-        )
-    ).one()
-    recent = list(
-        session.scalars(
-            select(Pipeline)
-            .where(Pipeline.repository_id == repo.id, Pipeline.state == "COMPLETED")
-            .order_by(Pipeline.created_on.desc())
-            .limit(pipeline_runs)
-        )
-    )
+    if isinstance(repo, Row):
+        open_count, oldest = repo.open_count, repo.oldest_open
+    else:
+        open_count, oldest = session.execute(_OPEN, {"repository_id": repo.id}).one()
+    recent = list(session.execute(_PIPELINES, {"repository_id": repo.id, "runs": pipeline_runs}))
     results = [p.result for p in recent]
     successful = sum(1 for r in results if r == "SUCCESSFUL")
     statuses = list(
-        session.scalars(
-            select(CommitStatus)
-            .where(
-                CommitStatus.repository_id == repo.id,
-                (CommitStatus.refname == repo.default_branch)
-                | (CommitStatus.commit_hash == repo.head_commit),
-            )
-            .order_by(CommitStatus.updated_on.desc())
-            .limit(200)
+        session.execute(
+            _STATUSES,
+            {"repository_id": repo.id, "branch": repo.default_branch, "head": repo.head_commit},
         )
     )
     return {
@@ -68,7 +146,7 @@ def _age(now: datetime, since: datetime | None) -> int | None:
 
 
 def _last_build(
-    session: Session, repo: Repository, statuses: list[CommitStatus], recent: list[Pipeline]
+    session: Session, repo: HealthRepository, statuses: list[Any], recent: list[Any]
 ) -> dict[str, Any] | None:
     """The newest finished build on the default branch: a commit status or a pipeline."""
     branch = repo.default_branch
@@ -76,8 +154,14 @@ def _last_build(
     pipeline = next((p for p in recent if p.ref_name == branch), None)
     if pipeline is None and recent:
         # The last runs were all on other branches: look further back for this one.
-        pipeline = session.scalars(
-            select(Pipeline)
+        pipeline = session.execute(
+            select(
+                Pipeline.result,
+                Pipeline.ref_name,
+                Pipeline.build_number,
+                Pipeline.commit_hash,
+                Pipeline.completed_on,
+            )
             .where(
                 Pipeline.repository_id == repo.id,
                 Pipeline.state == "COMPLETED",
@@ -115,11 +199,11 @@ def _last_build(
     return max(dated, key=lambda c: c["at"]) if dated else (candidates[0] if candidates else None)
 
 
-def _builds_on_head(repo: Repository, statuses: list[CommitStatus]) -> list[dict[str, Any]]:
+def _builds_on_head(repo: HealthRepository, statuses: list[Any]) -> list[dict[str, Any]]:
     """The latest result per build key on the default branch head."""
     if not repo.head_commit:
         return []
-    latest: dict[str, CommitStatus] = {}
+    latest: dict[str, Any] = {}
     for status in statuses:  # newest first
         if status.commit_hash == repo.head_commit:
             latest.setdefault(status.key, status)

@@ -33,6 +33,20 @@ class Runtime:
         return make_engine(self.settings.database_url)
 
     @cached_property
+    def statement_engine(self) -> Engine:
+        """For work that is single statements on the hot paths (the ingress's INSERT, the
+        health lookup's SELECTs): autocommit, so no BEGIN or ROLLBACK round trips, and no
+        ping at checkout; its users try once more when a pooled connection was dropped
+        (`outbox.insert_delivery`, `retry_dropped`)."""
+        return make_engine(self.settings.database_url, pre_ping=False, isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def statement_sessions(self) -> sessionmaker[Session]:
+        """Sessions on `statement_engine`: for reads whose statements need no common
+        snapshot (each one sees the latest commits, as under READ COMMITTED)."""
+        return make_session_factory(self.statement_engine)
+
+    @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
 
@@ -147,5 +161,6 @@ class Runtime:
 
     def dispose(self) -> None:
         """Drop pooled database connections after a fork (redis-py re-opens by itself)."""
-        if "engine" in self.__dict__:
-            self.engine.dispose(close=False)
+        for name in ("engine", "statement_engine"):
+            if name in self.__dict__:
+                self.__dict__[name].dispose(close=False)

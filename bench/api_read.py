@@ -6,9 +6,10 @@ directly with COPY: one workspace (`acme`), 50 projects, `--repos` repositories 
 10,000), each with `--prs` pull requests (default 50: 3 to 7 OPEN, the rest MERGED, DECLINED
 or SUPERSEDED), `--pipelines` Pipelines runs (default 20: COMPLETED on `main`, ~85 %
 SUCCESSFUL, the rest FAILED) and 3 commit statuses on its head commit; then ANALYZE. bbsync's
-web process is served by gunicorn as the Procfile's `web` process (`--workers 2`, sync), with
-`BITBUCKET_API_URL` pointing at the simulator (`bitbucket_sim`), whose call counter is read
-before and after the load: bbsync must make no Bitbucket call at read time.
+web process is served by gunicorn as the Procfile's `web` process (`--workers 2 --threads 4`;
+`--web-threads 1` for sync workers), with `BITBUCKET_API_URL` pointing at the simulator
+(`bitbucket_sim`), whose call counter is read before and after the load: bbsync must make no
+Bitbucket call at read time.
 
 Load: `GET /api/repositories/acme/<slug>/health` with a bearer service token, random slugs,
 from `--threads` client threads (default 6, a `requests.Session` each). An unmeasured warm-up
@@ -455,7 +456,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="paced duration")
     parser.add_argument("--threads", type=int, default=6, help="load generator threads")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--web-threads",
+        type=int,
+        default=1,
+        help="threads a worker (the Procfile's WEB_THREADS; 1: sync workers)",
+    )
     parser.add_argument("--seed", type=int, default=7, help="data and slug choice")
     args = parser.parse_args(argv)
 
@@ -464,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"api_read: GET /api/repositories/{WORKSPACE}/<slug>/health, {args.repos:,} repositories "
         f"x {args.prs} pull requests x {args.pipelines} pipelines on PostgreSQL; gunicorn "
-        f"--workers {args.web_workers} (sync), {args.threads} client threads "
+        f"--workers {args.web_workers} "
+        f"({f'--threads {args.web_threads}' if args.web_threads > 1 else 'sync'}), "
+        f"{args.threads} client threads "
         f"(requests.Session each), {os.cpu_count()} CPUs; client, server, PostgreSQL share "
         "this machine",
         flush=True,
@@ -481,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
             port = free_port()
             procs.start(
                 "web",
-                gunicorn(port, args.web_workers, "app.web.wsgi:app"),
+                gunicorn(port, args.web_workers, "app.web.wsgi:app", threads=args.web_threads),
                 bbsync_env(
                     database_url,
                     sim.api_url,

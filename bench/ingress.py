@@ -2,10 +2,11 @@
 
 bbsync's `POST /webhooks/bitbucket` (verify the HMAC, validate headers and body, store the
 delivery in PostgreSQL, enqueue it on the Redis broker, mark it queued, answer 202) is served
-by gunicorn exactly as the Procfile's `web` process (sync workers, `--workers 2` unless
-`--web-workers` says otherwise). Beside it, in the same run and driven by the same load
-generator, a bare baseline: a minimal Flask app defined here (`baseline_app`), served by
-gunicorn the same way, whose one route only `LPUSH`es the raw body to Redis and answers 202.
+by gunicorn exactly as the Procfile's `web` process (`--workers 2 --threads 4` unless
+`--web-workers` or `--web-threads` say otherwise; `--web-threads 1` is sync workers).
+Beside it, in the same run and driven by the same load generator, a bare baseline: a
+minimal Flask app defined here (`baseline_app`), served by gunicorn the same way (same
+workers and threads), whose one route only `LPUSH`es the raw body to Redis and answers 202.
 
 Each server is measured alone (the other is stopped): a warm-up, then full speed for a fixed
 count (`--deliveries`, default 3,000) from `--threads` client threads (default 8), each with
@@ -19,7 +20,7 @@ Non-2xx answers and transport errors are counted and printed, and the stored row
 broker messages are counted against the 2xx answers to show nothing was dropped.
 
     python -m bench.ingress [--deliveries 3000] [--rate 200] [--seconds 10] [--threads 8]
-                            [--web-workers 2]
+                            [--web-workers 2] [--web-threads 4]
 
 Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and Redis on 127.0.0.1:6379
 (database 12 by default, `BBSYNC_BENCH_E2E_REDIS`; it is flushed). Figures, not pass/fail.
@@ -288,7 +289,7 @@ def run_baseline(
     port = free_port()
     procs.start(
         "baseline",
-        gunicorn(port, args.web_workers, "bench.ingress:baseline_app()"),
+        gunicorn(port, args.web_workers, "bench.ingress:baseline_app()", threads=args.web_threads),
         {"BENCH_BASELINE_REDIS_URL": REDIS_URL},
     )
     base = f"http://127.0.0.1:{port}"
@@ -316,7 +317,7 @@ def run_bbsync(
     port = free_port()
     procs.start(
         "web",
-        gunicorn(port, args.web_workers, "app.web.wsgi:app"),
+        gunicorn(port, args.web_workers, "app.web.wsgi:app", threads=args.web_threads),
         bbsync_env(database_url, api_url),
     )
     base = f"http://127.0.0.1:{port}"
@@ -428,14 +429,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="paced deliveries per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="paced duration")
     parser.add_argument("--threads", type=int, default=8, help="load generator threads")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument(
+        "--web-threads",
+        type=int,
+        default=1,
+        help="threads a worker, both servers (the Procfile's WEB_THREADS; 1: sync workers)",
+    )
     parser.add_argument("--warmup", type=int, default=200, help="unmeasured deliveries first")
     args = parser.parse_args(argv)
 
     began = time.perf_counter()
     logs = Path(tempfile.mkdtemp(prefix="bbsync-bench-ingress-"))
     print(
-        f"ingress: signed repo:push deliveries, gunicorn --workers {args.web_workers} (sync) "
+        f"ingress: signed repo:push deliveries, gunicorn --workers {args.web_workers} "
+        f"({f'--threads {args.web_threads}' if args.web_threads > 1 else 'sync'}) "
         f"for both servers, {args.threads} client threads (requests.Session each), "
         f"{os.cpu_count()} CPUs; client, servers, PostgreSQL and Redis share this machine"
     )

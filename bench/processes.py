@@ -42,12 +42,18 @@ def celery_beat(schedule: Path | str, *, loglevel: str = "INFO") -> list[str]:
 
 
 def gunicorn(
-    port: int, workers: int = 2, app: str = "app.web.wsgi:app", *, timeout: int = 30
+    port: int,
+    workers: int = 2,
+    app: str = "app.web.wsgi:app",
+    *,
+    timeout: int = 30,
+    threads: int = 1,
 ) -> list[str]:
     """The Procfile's `web` on 127.0.0.1:`port`: sync workers, no access log (it would cost
-    CPU)."""
+    CPU); with `threads` above 1, gunicorn's threaded workers (`gthread`) with that many each."""
     return [
         str(BIN / "gunicorn"),
         *("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", str(timeout)),
+        *(["--threads", str(threads)] if threads > 1 else []),
         app,
     ]

@@ -234,3 +234,31 @@ def test_retention_prunes_old_pipelines_and_statuses(
     with rt.sessions() as session:
         kept = session.scalars(select(CommitStatus).where(CommitStatus.key == "ci")).all()
         assert [s.commit_hash for s in kept] == ["1" * 40]  # the newest of the key stays
+
+
+def test_a_health_lookup_survives_a_connection_the_database_dropped(
+    sim_factory: SimFactory, runtime_for: RuntimeFactory, migrated_postgres_url: str
+) -> None:
+    """Health lookups run on connections without a ping at checkout: one the server ended
+    (a restart, a failover) is replaced, and the lookup answers as before."""
+    postgres_url = migrated_postgres_url
+    sim = sim_factory(repos=4, seed=8, access_token="sim-token")
+    rt = runtime_for(sim, DATABASE_URL=postgres_url, BITBUCKET_RATE_LIMIT_PER_HOUR="100000")
+    with rt.sessions() as session:
+        WorkspaceSync(rt.bitbucket(), session, session.commit, rt.settings).run("acme")
+    client = api_client(create_app(runtime=rt))
+    slug = sim.repositories()[0]["slug"]
+    before = client.get(f"/api/repositories/acme/{slug}/health")
+    assert before.status_code == 200
+    with rt.engine.connect() as connection:
+        connection.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    after = client.get(f"/api/repositories/acme/{slug}/health")
+    assert after.status_code == 200, after.json
+    assert after.json["repository"] == before.json["repository"] == f"acme/{slug}"
+    assert after.json["open_pull_requests"] == before.json["open_pull_requests"]
+    assert client.get("/api/repositories/acme/no-such-repo/health").status_code == 404
+    rt.engine.dispose()
+    rt.statement_engine.dispose()

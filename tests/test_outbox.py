@@ -95,3 +95,42 @@ def test_a_full_or_disabled_spool_takes_nothing(rt: Runtime) -> None:
     assert full.add(incoming(1)) and full.add(incoming(3))
     assert not full.add(incoming(5))
     assert not full.can_take()
+
+
+def test_the_ingress_queues_behind_a_spool_another_process_filled_then_goes_direct(
+    rt: Runtime,
+) -> None:
+    """The spool's depth rides with each delivery's latency record; a reading is trusted for
+    at most a second, and a delivery that went through the spool makes the next one read
+    afresh, so the ingress leaves the spool as soon as it is drained."""
+    from app.web import create_app
+    from tests.webhook_support import delivery_headers
+
+    app = create_app(runtime=rt)
+    client = app.test_client()
+
+    def post(n: int) -> tuple[str, str]:
+        raw = encode({"push": {"changes": []}, "repository": repository(), "n": n})
+        headers = delivery_headers("repo:push", raw)
+        response = client.post("/webhooks/bitbucket", data=raw, headers=headers)
+        assert response.status_code == 202, response.json
+        response.close()  # runs what waits for the answer to be sent (the drain)
+        return response.json["status"], headers["X-Request-UUID"]
+
+    first = post(1)
+    assert first[0] == "accepted"
+    # Another process spooled one while its database connection failed.
+    other = incoming(2)
+    assert DeliverySpool(rt.redis, 100).add(other)
+    app.extensions["bbsync.spool_watch"].forget()  # as a reading older than its second
+    behind = post(3)
+    assert behind[0] == "spooled"
+    after = [post(n) for n in (4, 5)]
+    assert [status for status, _ in after] == ["accepted", "accepted"]
+    assert [d.request_uuid for d in outbox(rt)] == [
+        first[1].lower(),
+        other.request_uuid,
+        behind[1].lower(),
+        *(u.lower() for _, u in after),
+    ]
+    assert rt.redis.xlen(SPOOL_KEY) == 0

@@ -207,3 +207,49 @@ def test_payload_links_are_never_followed(
         session.commit()
         assert session.scalars(select(Repository.uuid)).all() == [target["uuid"]]
     assert sim.stats()["calls"]["repositories"] >= 1
+
+
+def test_bodies_are_stored_as_they_came_or_re_serialised_when_they_must_be(rt: Runtime) -> None:
+    """The stored text is the body itself on the common path; numbers PostgreSQL would read
+    differently from Python, or refuse, are stored as Python read them."""
+    bodies = [
+        # Raw UTF-8 (not escaped), an escaped surrogate pair, ordinary numbers.
+        {**PUSH, "note": "café ☕ 😀", "size": 12, "ratio": 0.25},
+        {**PUSH, "note": "\U0001f600 escaped"},
+    ]
+    raws = [json.dumps(bodies[0], ensure_ascii=False).encode(), json.dumps(bodies[1]).encode()]
+    assert b"\\ud83d" in raws[1]
+    odd = {**PUSH, "tiny": 1e-300, "huge": 2.5e20}
+    raws.append(encode(PUSH)[:-1] + b', "tiny": 1e-999, "long": 0.' + b"1" * 60 + b"}")
+    bodies.append({**PUSH, "tiny": 0.0, "long": float("0." + "1" * 60)})
+    raws.append(encode(odd))
+    bodies.append(odd)
+    for raw in raws:
+        response = send(rt, raw, delivery_headers("repo:push", raw))
+        assert response.status_code == 202, response.json
+    assert [d.body for d in stored(rt)] == bodies
+    assert not any(d.body_sanitized for d in stored(rt))
+
+
+def test_a_connection_the_database_dropped_is_replaced_not_spooled(
+    runtime_for: RuntimeFactory, postgres_url: str
+) -> None:
+    migrate(postgres_url)
+    rt = runtime_for(DATABASE_URL=postgres_url)
+    app = create_app(runtime=rt)
+    first = app.test_client().post(
+        URL, data=encode(PUSH), headers=delivery_headers("repo:push", encode(PUSH))
+    )
+    assert first.status_code == 202 and first.json["status"] == "accepted"
+    # The server ends every other session (a restart, a failover): the pooled one is stale.
+    with rt.engine.connect() as connection:
+        connection.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    raw = encode({**PUSH, "after": True})
+    second = app.test_client().post(URL, data=raw, headers=delivery_headers("repo:push", raw))
+    assert second.status_code == 202 and second.json["status"] == "accepted", second.json
+    assert [d.id for d in stored(rt)] == [first.json["delivery"], second.json["delivery"]]
+    rt.engine.dispose()
+    rt.statement_engine.dispose()

@@ -224,6 +224,73 @@ def _real(text: str) -> float:
     return value
 
 
+# Escapes that may stand for text PostgreSQL's JSONB cannot hold (NUL, surrogates): a body
+# with none of them, in strict UTF-8, is stored as the very text it came as.
+_ESCAPED_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UTF8_BOM = b"\xef\xbb\xbf"
+# Number text PostgreSQL's numeric takes as Python reads it: anything longer, or with a
+# three-digit exponent (`1e-999` is 0.0 to Python), makes the stored text re-serialised.
+_PLAIN_NUMBER_CHARS = 32
+_PLAIN_REAL = re.compile(r"^-?[0-9.]+(?:[eE][-+]?[0-9]{1,2})?$")
+
+
+def parse_body_text(raw: bytes) -> tuple[Any, str, bool]:
+    """The JSON of a delivery, the JSON text to store for it, and whether text had to be
+    replaced (as `parse_body`).
+
+    The stored text is the body as it came whenever the database can hold it as it stands
+    (strict UTF-8, no escaped NUL or surrogate, numbers PostgreSQL reads as Python does):
+    no re-serialisation on the common path. Otherwise it is the checked value re-serialised.
+    """
+    if not raw.startswith(_UTF8_BOM) and _ESCAPED_UNSTORABLE.search(raw) is None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass  # not strict UTF-8 (or encoded surrogates): the careful path says which
+        else:
+            plain = True
+
+            def real(number: str) -> float:
+                nonlocal plain
+                if len(number) > _PLAIN_NUMBER_CHARS or not _PLAIN_REAL.match(number):
+                    plain = False
+                return _real(number)
+
+            value = _loads(text, real)
+            check_depth(value)
+            return value, (text if plain else json.dumps(value)), False
+    value, sanitized = parse_body(raw)
+    return value, json.dumps(value), sanitized
+
+
+def _loads(source: str | bytes, real: Any = None) -> Any:
+    try:
+        return json.loads(
+            source, parse_constant=_constant, parse_int=_integer, parse_float=real or _real
+        )
+    except UnicodeDecodeError as exc:
+        raise UnusableBody(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise UnusableBody(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise UnusableBody("body is nested too deeply") from None
+
+
+def check_depth(value: Any) -> None:
+    """`UnusableBody` when containers nest deeper than `MAX_BODY_DEPTH` (walked without
+    recursion, containers only)."""
+    if not isinstance(value, (dict, list)):
+        return
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth >= MAX_BODY_DEPTH:
+            raise UnusableBody(f"body is nested more than {MAX_BODY_DEPTH} levels deep")
+        for child in item.values() if type(item) is dict else item:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+
+
 def parse_body(raw: bytes) -> tuple[Any, bool]:
     """The JSON of a delivery, and whether text had to be replaced to be storable.
 
@@ -231,15 +298,7 @@ def parse_body(raw: bytes) -> tuple[Any, bool]:
     PostgreSQL's JSONB cannot, get U+FFFD in their place: the delivery is kept (its signature
     was checked on the raw bytes) and marked. `UnusableBody` names anything refused.
     """
-    try:
-        value = json.loads(raw, parse_constant=_constant, parse_int=_integer, parse_float=_real)
-    except UnicodeDecodeError as exc:
-        raise UnusableBody(f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
-    except json.JSONDecodeError as exc:
-        raise UnusableBody(f"body is not JSON: {exc}") from None
-    except RecursionError:
-        raise UnusableBody("body is nested too deeply") from None
-    return _storable(value)
+    return _storable(_loads(raw))
 
 
 def storable_text(text: str) -> str:

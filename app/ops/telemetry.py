@@ -9,6 +9,7 @@ import logging
 from typing import cast
 
 import redis
+from redis.client import Pipeline
 
 from app.bitbucket.budget import KEY_PREFIX
 
@@ -43,14 +44,20 @@ def task_figures(client: redis.Redis) -> dict[str, dict[str, float]]:
 def record_ingress(client: redis.Redis, seconds: float) -> None:
     try:
         pipe = client.pipeline(transaction=False)
-        for bound in LATENCY_BUCKETS:
-            if seconds <= bound:
-                pipe.hincrby(INGRESS_KEY, str(bound), 1)
-        pipe.hincrby(INGRESS_KEY, "count", 1)
-        pipe.hincrbyfloat(INGRESS_KEY, "sum", seconds)
+        queue_ingress(pipe, seconds)
         pipe.execute()
     except redis.RedisError:
         log.warning("ingress latency not recorded")
+
+
+def queue_ingress(pipe: Pipeline, seconds: float) -> None:
+    """The commands that record one delivery's latency, added to `pipe` (the ingress sends
+    them with its own read of the spool, in one round trip)."""
+    for bound in LATENCY_BUCKETS:
+        if seconds <= bound:
+            pipe.hincrby(INGRESS_KEY, str(bound), 1)
+    pipe.hincrby(INGRESS_KEY, "count", 1)
+    pipe.hincrbyfloat(INGRESS_KEY, "sum", seconds)
 
 
 def ingress_histogram(client: redis.Redis) -> tuple[list[tuple[str, float]], float]:

@@ -43,6 +43,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions["bbsync"] = runtime
     # Sends tasks by name; connects to the broker only when a delivery is enqueued.
     app.extensions["bbsync.producer"] = producer(settings.broker_url)
+    from app.web.ingress import SpoolWatch
+
+    app.extensions["bbsync.spool_watch"] = SpoolWatch()
     app.config["MAX_CONTENT_LENGTH"] = settings.webhook_max_bytes + 64 * 1024
 
     from app.web.api import api

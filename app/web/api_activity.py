@@ -13,8 +13,9 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db import retry_dropped
 from app.models import CatalogEntity, CommitStatus, Pipeline, PullRequest, Repository, Workspace
-from app.repository_health import repository_health
+from app.repository_health import health_repository, repository_health
 from app.web import runtime
 from app.web.auth import require_api_token
 from app.web.openapi import Reply, documented
@@ -252,6 +253,9 @@ def statuses(workspace: str, slug: str) -> Any:
         return _page(session, stmt, query, StatusPageSchema)
 
 
+_health_schema = HealthSchema()
+
+
 @activity_api.get("/repositories/<workspace:workspace>/<slug>/health")
 @documented(
     summary="Health of a repository",
@@ -262,10 +266,17 @@ def statuses(workspace: str, slug: str) -> Any:
 def health(workspace: str, slug: str) -> Any:
     """The repository's health summary."""
     rt = runtime()
-    with rt.sessions() as session:
-        repo = _repository(session, workspace, slug)
-        summary = repository_health(session, repo, rt.settings.health_pipeline_runs)
-        return json_with_etag(HealthSchema().dump(summary))
+    runs = rt.settings.health_pipeline_runs
+
+    def lookup() -> dict[str, Any] | None:
+        with rt.statement_sessions() as session:
+            repo = health_repository(session, workspace, slug)
+            return None if repo is None else repository_health(session, repo, runs)
+
+    summary = retry_dropped(lookup)
+    if summary is None:
+        abort(404, description=f"repository {workspace}/{slug} is not known to bbsync")
+    return json_with_etag(_health_schema.dump(summary))
 
 
 @activity_api.get("/entities/<kind>/<namespace>/<name>/health")

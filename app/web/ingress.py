@@ -3,29 +3,32 @@
 (rotation), header limits, and storing a checked delivery in the outbox, or the Redis spool
 while the database is down, before the answer, then enqueueing its processing.
 
-Deduplication is the outbox's (`store_deliveries`: the request id, and the event key with the
-body's hash); the views only say what a delivery is.
+Deduplication is the outbox's (`insert_delivery`: the request id, and the event key with the
+body's hash, in the one statement that stores it); the views only say what a delivery is.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-from flask import Response, current_app, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from marshmallow import Schema, fields, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.bitbucket.webhooks import signature_valid, storable_text
 from app.config import Settings
+from app.ops.telemetry import queue_ingress
 from app.outbox import (
+    SPOOL_KEY,
     DeliverySpool,
     IncomingDelivery,
     database_unavailable,
     enqueue_stored,
-    store_deliveries,
+    insert_delivery,
 )
 from app.runtime import Runtime
 from app.task_names import PROCESS_DELIVERY, enqueue_safely
@@ -45,6 +48,53 @@ class WebhookAnswerSchema(Schema):
     queued = fields.Boolean(metadata={"description": "Enqueued now (else beat enqueues it)"})
     event = fields.String(metadata={"description": "The event key of an ignored event"})
     request_uuid = fields.String()
+
+
+class SpoolWatch:
+    """Whether deliveries wait in the spool, as this app last read it (`XLEN`, sent with each
+    delivery's latency in the round trip that records it), so that the next delivery need
+    not ask Redis again. A reading older than `max_age` seconds, or none, is read afresh;
+    a delivery this app spooled makes the next one read afresh."""
+
+    def __init__(self, max_age: float = 1.0) -> None:
+        self.max_age = max_age
+        self._seen: tuple[int, float] | None = None
+
+    def saw(self, depth: int) -> None:
+        self._seen = (depth, time.monotonic())
+
+    def forget(self) -> None:
+        self._seen = None
+
+    def waiting(self, spool: DeliverySpool) -> bool:
+        seen = self._seen
+        if seen is not None and time.monotonic() - seen[1] <= self.max_age:
+            return seen[0] > 0
+        try:
+            depth = spool.depth()
+        except redis.RedisError:
+            self.forget()
+            return False
+        self.saw(depth)
+        return depth > 0
+
+
+def answered(rt: Runtime, started: float) -> None:
+    """After a delivery's answer: record its latency and read the spool's depth in one round
+    trip (what `SpoolWatch` trusts for the next delivery)."""
+    watch: SpoolWatch = current_app.extensions["bbsync.spool_watch"]
+    try:
+        pipe = rt.redis.pipeline(transaction=False)
+        queue_ingress(pipe, time.monotonic() - started)
+        pipe.xlen(SPOOL_KEY)
+        depth = int(pipe.execute()[-1])
+        if g.get("bbsync_spooled"):
+            watch.forget()  # its drain runs after the answer: the next delivery reads afresh
+        else:
+            watch.saw(depth)
+    except redis.RedisError:
+        log.warning("ingress latency not recorded")
+        watch.forget()
 
 
 def error(status: int, error: str, message: str, **extra: Any) -> Any:
@@ -97,13 +147,12 @@ def store_and_enqueue(rt: Runtime, delivery: IncomingDelivery) -> Any:
             extra={"request_uuid": delivery.request_uuid, "event": delivery.event_key},
         )
     spool = DeliverySpool(rt.redis, rt.settings.spool_max_entries)
-    if spool.waiting():
+    if current_app.extensions["bbsync.spool_watch"].waiting(spool):
         # Older deliveries wait for the database: queue behind them, so the outbox keeps the
         # order Bitbucket sent them in, and try to move them all once this answer is sent.
         return _spooled(rt, spool, delivery, drain=True)
     try:
-        with rt.sessions.begin() as session:
-            inserted = store_deliveries(session, [delivery])
+        delivery_id = insert_delivery(rt.statement_engine, delivery)
     except SQLAlchemyError as exc:
         if not database_unavailable(exc):
             raise
@@ -112,7 +161,6 @@ def store_and_enqueue(rt: Runtime, delivery: IncomingDelivery) -> Any:
             extra={"request_uuid": delivery.request_uuid, "error": type(exc).__name__},
         )
         return _spooled(rt, spool, delivery, drain=False)
-    delivery_id = inserted.get(delivery.request_uuid)
     if delivery_id is None:
         return jsonify(status="duplicate", request_uuid=delivery.request_uuid), 200
     if not delivery.handled:
@@ -127,6 +175,7 @@ def _enqueuer() -> Callable[[int], bool]:
 
 
 def _spooled(rt: Runtime, spool: DeliverySpool, delivery: IncomingDelivery, drain: bool) -> Any:
+    g.bbsync_spooled = True
     if not spool.add(delivery):
         log.error(
             "delivery not stored: database and spool unavailable",

@@ -23,13 +23,13 @@ from app.bitbucket.webhooks import (
     DeliveryHeadersSchema,
     UnusableBody,
     load_event,
-    parse_body,
+    parse_body_text,
 )
-from app.ops.telemetry import record_ingress
 from app.outbox import IncomingDelivery
 from app.web import runtime
 from app.web.ingress import (
     WebhookAnswerSchema,
+    answered,
     error,
     kept_headers,
     refused,
@@ -97,7 +97,7 @@ def receive() -> Any:
     Bitbucket retries on a 5xx or no answer."""
     started = time.monotonic()
     response = _receive()
-    record_ingress(runtime().redis, time.monotonic() - started)
+    answered(runtime(), started)
     return response
 
 
@@ -123,7 +123,7 @@ def _receive() -> Any:
             fields=exc.messages,
         )
     try:
-        body, sanitized = parse_body(raw)
+        body, body_text, sanitized = parse_body_text(raw)
     except UnusableBody as exc:
         return error(400, "invalid_json", str(exc))
     event_key = headers["event_key"]
@@ -155,5 +155,6 @@ def _receive() -> Any:
         repository_full_name=repository.get("full_name"),
         body=body,
         sanitized=sanitized or headers_sanitized,
+        body_text=body_text,
     )
     return store_and_enqueue(rt, delivery)

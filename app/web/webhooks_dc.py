@@ -25,13 +25,13 @@ from app.bitbucket.datacenter_webhooks import (
     event_repository,
     load_dc_event,
 )
-from app.bitbucket.webhooks import UnusableBody, parse_body
-from app.ops.telemetry import record_ingress
+from app.bitbucket.webhooks import UnusableBody, parse_body_text
 from app.outbox import IncomingDelivery
 from app.sync.datacenter import stable_uuid, workspace_key
 from app.web import runtime
 from app.web.ingress import (
     WebhookAnswerSchema,
+    answered,
     error,
     kept_headers,
     refused,
@@ -80,7 +80,7 @@ def receive_datacenter() -> Any:
     processing is queued. Bitbucket retries on a 5xx or no answer."""
     started = time.monotonic()
     response = _receive()
-    record_ingress(runtime().redis, time.monotonic() - started)
+    answered(runtime(), started)
     return response
 
 
@@ -109,7 +109,7 @@ def _receive() -> Any:
             fields=exc.messages,
         )
     try:
-        body, sanitized = parse_body(raw)
+        body, body_text, sanitized = parse_body_text(raw)
     except UnusableBody as exc:
         return error(400, "invalid_json", str(exc))
     event_key = headers["event_key"]
@@ -145,5 +145,6 @@ def _receive() -> Any:
         repository_full_name=full_name,
         body=body,
         sanitized=sanitized or headers_sanitized,
+        body_text=body_text,
     )
     return store_and_enqueue(rt, delivery)
