@@ -60,4 +60,19 @@ describe('BbsyncClient', () => {
       cause: { message: 'repository ws/x is not known' },
     });
   });
+
+  it('sends a Data Center workspace {host}/{KEY} as one encoded segment', async () => {
+    const { fetch, api } = client(
+      new Response(JSON.stringify({ repository: 'x' }), { status: 200 }),
+    );
+    await api.getHealth({
+      workspace: 'bitbucket.example.com:7990/~ALICE',
+      slug: 'dots',
+      server: 'bitbucket.example.com:7990',
+    });
+    expect(fetch).toHaveBeenCalledWith(
+      'http://backstage.test/api/bbsync/repositories/bitbucket.example.com%3A7990%2F~ALICE/dots/health',
+      undefined,
+    );
+  });
 });

@@ -14,10 +14,16 @@ import {
   BbsyncWriteAccess,
 } from '@bbsync/plugin-bbsync-common';
 
-/** A Bitbucket repository by workspace and slug. @public */
+/**
+ * A Bitbucket repository by bbsync workspace and slug: a Cloud workspace, or
+ * `{host}/{KEY}` for a Data Center project (then `server` is the host).
+ *
+ * @public
+ */
 export interface BbsyncRepositoryRef {
   workspace: string;
   slug: string;
+  server?: string;
 }
 
 /** The repository fields the plugin shows. @public */
@@ -112,6 +118,8 @@ export class BbsyncClient implements BbsyncApi {
     init?: RequestInit,
   ): Promise<T> {
     const base = await this.options.discoveryApi.getBaseUrl('bbsync');
+    // A Data Center workspace `{host}/{KEY}` travels as one segment
+    // (`host%2FKEY`); the backend plugin decodes and validates it.
     const url = `${base}/repositories/${encodeURIComponent(
       repo.workspace,
     )}/${encodeURIComponent(repo.slug)}${path}`;

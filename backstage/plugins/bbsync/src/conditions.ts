@@ -1,5 +1,8 @@
 import { Entity } from '@backstage/catalog-model';
-import { BBSYNC_PROJECT_SLUG_ANNOTATION } from '@bbsync/plugin-bbsync-common';
+import {
+  BBSYNC_PROJECT_SLUG_ANNOTATION,
+  isBbsyncDataCenter,
+} from '@bbsync/plugin-bbsync-common';
 
 /**
  * True when the entity names its Bitbucket repository
@@ -9,4 +12,14 @@ import { BBSYNC_PROJECT_SLUG_ANNOTATION } from '@bbsync/plugin-bbsync-common';
  */
 export function isBbsyncAvailable(entity: Entity): boolean {
   return Boolean(entity.metadata.annotations?.[BBSYNC_PROJECT_SLUG_ANNOTATION]);
+}
+
+/**
+ * True when the entity's repository can have Bitbucket Pipelines: a Cloud
+ * repository (Data Center has no Pipelines), for a conditional Pipelines tab.
+ *
+ * @public
+ */
+export function isBbsyncPipelinesAvailable(entity: Entity): boolean {
+  return isBbsyncAvailable(entity) && !isBbsyncDataCenter(entity);
 }

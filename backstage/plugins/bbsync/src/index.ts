@@ -14,4 +14,4 @@ export { RunPipelineButton } from './components/RunPipelineButton';
 export type { RunPipelineButtonProps } from './components/RunPipelineButton';
 export { bbsyncApiRef, BbsyncClient } from './api';
 export type { BbsyncApi, BbsyncRepository, BbsyncRepositoryRef } from './api';
-export { isBbsyncAvailable } from './conditions';
+export { isBbsyncAvailable, isBbsyncPipelinesAvailable } from './conditions';

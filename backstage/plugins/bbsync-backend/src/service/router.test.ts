@@ -56,7 +56,20 @@ async function fakeBbsync(): Promise<{
       reply(401, { error: 'unauthorized', message: 'bad token' });
       return;
     }
-    if (url.pathname === '/api/repositories/ws/repo/health') {
+    if (
+      url.pathname === '/api/repositories/bitbucket.example.com/PLAT/api/health'
+    ) {
+      reply(200, {
+        repository: 'bitbucket.example.com/PLAT/api',
+        open_pull_requests: 1,
+        builds_on_head: [{ key: 'ci', state: 'SUCCESSFUL' }],
+        pipeline_runs: 0,
+      });
+    } else if (
+      url.pathname.startsWith('/api/repositories/bitbucket.example.com')
+    ) {
+      reply(200, { items: [], next_offset: null });
+    } else if (url.pathname === '/api/repositories/ws/repo/health') {
       reply(200, {
         repository: 'ws/repo',
         open_pull_requests: 2,
@@ -276,5 +289,104 @@ describe('bbsync backend plugin', () => {
       .send({ branch: 'main' });
     expect(res.status).toBe(403);
     expect(bbsync.seen).toHaveLength(0);
+  });
+
+  describe('Data Center repositories', () => {
+    const dc = '/api/bbsync/repositories/bitbucket.example.com%2FPLAT/api';
+
+    it('forwards {host}/{KEY} sent as one segment with its slash kept', async () => {
+      const res = await request(app)
+        .get(`${dc}/health`)
+        .set('Authorization', as('reader'));
+      expect(res.status).toBe(200);
+      expect(res.body.repository).toBe('bitbucket.example.com/PLAT/api');
+      expect(bbsync.seen[0].url).toBe(
+        '/api/repositories/bitbucket.example.com/PLAT/api/health',
+      );
+      expect(bbsync.seen[0].authorization).toBe('Bearer svc');
+    });
+
+    it('forwards the lists with their parameters, a port and a personal project', async () => {
+      for (const [path, seen] of [
+        [
+          `${dc}/pullrequests?state=OPEN&limit=5&evil=1`,
+          '/api/repositories/bitbucket.example.com/PLAT/api/pullrequests?state=OPEN&limit=5',
+        ],
+        [
+          `${dc}/statuses?commit=abc`,
+          '/api/repositories/bitbucket.example.com/PLAT/api/statuses?commit=abc',
+        ],
+        [
+          '/api/bbsync/repositories/bitbucket.example.com:7990%2F~ALICE/dots/pipelines',
+          '/api/repositories/bitbucket.example.com:7990/~ALICE/dots/pipelines',
+        ],
+      ]) {
+        bbsync.seen.length = 0;
+        const res = await request(app)
+          .get(path)
+          .set('Authorization', as('reader'));
+        expect(res.status).toBe(200);
+        expect(bbsync.seen.map(s => s.url)).toEqual([seen]);
+      }
+    });
+
+    it('says Data Center has no Pipelines instead of asking bbsync', async () => {
+      const access = await request(app)
+        .get(`${dc}/access`)
+        .set('Authorization', as('writer'));
+      expect(access.body).toEqual({
+        canWrite: false,
+        reason: 'Data Center has no Pipelines',
+      });
+      const run = await request(app)
+        .post(`${dc}/pipelines`)
+        .set('Authorization', as('writer'))
+        .send({ branch: 'main' });
+      expect(run.status).toBe(400);
+      expect(run.body.error.message).toContain('Data Center has no Pipelines');
+      expect(bbsync.seen).toHaveLength(0);
+    });
+
+    it('still wants credentials', async () => {
+      const res = await request(app)
+        .get(`${dc}/health`)
+        .set('Authorization', mockCredentials.none.header());
+      expect(res.status).toBe(401);
+      expect(bbsync.seen).toHaveLength(0);
+    });
+
+    it.each([
+      ['%2E%2E', 'repo'],
+      ['%2E', 'repo'],
+      ['ws', '%2E%2E'],
+      ['bitbucket.example.com%2F..', 'api'],
+      ['bitbucket.example.com%2F%2E%2E', 'api'],
+      ['..%2FPLAT', 'api'],
+      ['bitbucket.example.com%2FPLAT%2F..', 'api'],
+      ['bitbucket.example.com%2F..%2F..%2Fadmin', 'api'],
+      ['bitbucket.example.com%2Fplat', 'api'],
+      ['bitbucket.example.com%2FPL-AT', 'api'],
+      ['bitbucket.example.com%2F%2FPLAT', 'api'],
+      ['%2FPLAT', 'api'],
+      ['user%40evil.com%2FPLAT', 'api'],
+      ['evil.com%3F%2FPLAT', 'api'],
+      ['evil.com%23%2FPLAT', 'api'],
+      ['evil.com%5CPLAT', 'api'],
+      ['evil.com%2520%2FPLAT', 'api'],
+      ['-evil.com%2FPLAT', 'api'],
+      ['evil.com%3A99999%2FPLAT', 'api'],
+      ['evil.com%0A%2FPLAT', 'api'],
+      ['bitbucket.example.com%2FPLAT', 'a%2Fb'],
+      ['bitbucket.example.com%2FPLAT', '..'],
+    ])(
+      'refuses workspace %s, slug %s before calling bbsync',
+      async (ws, slug) => {
+        const res = await request(app)
+          .get(`/api/bbsync/repositories/${ws}/${slug}/health`)
+          .set('Authorization', as('reader'));
+        expect(res.status).toBe(400);
+        expect(bbsync.seen).toHaveLength(0);
+      },
+    );
   });
 });

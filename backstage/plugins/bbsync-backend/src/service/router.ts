@@ -15,12 +15,14 @@ import {
   BBSYNC_USER_ID_ANNOTATION,
   BbsyncPipelineRun,
   BbsyncWriteAccess,
+  BBSYNC_NO_DATA_CENTER_PIPELINES as NO_DATA_CENTER_PIPELINES,
+  isBbsyncName,
+  parseBbsyncWorkspace,
 } from '@bbsync/plugin-bbsync-common';
 import express from 'express';
 import Router from 'express-promise-router';
 import { BbsyncApi, BbsyncReply } from './BbsyncApi';
 
-const NAME = /^[A-Za-z0-9._-]{1,128}$/;
 const WRITE = new Set(['write', 'admin']);
 /** Query parameters passed on to bbsync's list endpoints; anything else is dropped. */
 const LIST_PARAMS = [
@@ -42,12 +44,33 @@ export interface RouterOptions {
   logger: LoggerService;
 }
 
-function repositoryPath(req: express.Request): string {
+/**
+ * The repository of `/repositories/:workspace/:slug` as bbsync's API path.
+ * The workspace is a Cloud workspace, or a Data Center project `{host}/{KEY}`
+ * sent as one path segment (`bitbucket.example.com%2FPLAT`, which Express
+ * decodes); it goes to bbsync with its slash kept, which bbsync's `workspace`
+ * URL converter reads. Both parts are validated strictly first, so nothing
+ * but a host, a project key and Bitbucket names reaches bbsync's URL.
+ */
+function resolveRepository(req: express.Request): {
+  path: string;
+  dataCenter: boolean;
+} {
   const { workspace, slug } = req.params;
-  if (!NAME.test(workspace) || !NAME.test(slug)) {
-    throw new InputError('workspace and slug must be Bitbucket names');
+  const parsed = parseBbsyncWorkspace(workspace);
+  if (!parsed || !isBbsyncName(slug)) {
+    throw new InputError(
+      'workspace must be a Bitbucket workspace or a Data Center {host}/{KEY}, and slug a Bitbucket name',
+    );
   }
-  return `/api/repositories/${workspace}/${slug}`;
+  return {
+    path: `/api/repositories/${parsed.workspace}/${slug}`,
+    dataCenter: parsed.kind === 'datacenter',
+  };
+}
+
+function repositoryPath(req: express.Request): string {
+  return resolveRepository(req).path;
 }
 
 function message(reply: BbsyncReply): string {
@@ -126,8 +149,16 @@ export async function createRouter(
   }
 
   router.get('/repositories/:workspace/:slug/access', async (req, res) => {
-    const path = repositoryPath(req);
+    const { path, dataCenter } = resolveRepository(req);
     const credentials = await httpAuth.credentials(req, { allow: ['user'] });
+    if (dataCenter) {
+      const answer: BbsyncWriteAccess = {
+        canWrite: false,
+        reason: NO_DATA_CENTER_PIPELINES,
+      };
+      res.json(answer);
+      return;
+    }
     const userRef = credentials.principal.userEntityRef;
     const user = await catalog.getEntityByRef(userRef, {
       credentials: await auth.getOwnServiceCredentials(),
@@ -168,8 +199,14 @@ export async function createRouter(
   });
 
   router.post('/repositories/:workspace/:slug/pipelines', async (req, res) => {
-    const path = repositoryPath(req);
+    const { path, dataCenter } = resolveRepository(req);
     const credentials = await httpAuth.credentials(req, { allow: ['user'] });
+    if (dataCenter) {
+      // bbsync would answer 400 not_supported too; no need to ask it.
+      throw new InputError(
+        `${NO_DATA_CENTER_PIPELINES}: run its builds in the CI server that reports to it`,
+      );
+    }
     const { branch, selector } = req.body ?? {};
     if (typeof branch !== 'string' || !branch || branch.length > 255) {
       throw new InputError('give the branch to run the pipeline on');

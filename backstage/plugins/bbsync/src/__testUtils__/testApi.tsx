@@ -14,6 +14,23 @@ export const entity: Entity = {
   spec: { type: 'service', lifecycle: 'production', owner: 'team-a' },
 };
 
+/** A Component from a Bitbucket Data Center repository, as bbsync builds it. */
+export const dataCenterEntity: Entity = {
+  apiVersion: 'backstage.io/v1alpha1',
+  kind: 'Component',
+  metadata: {
+    name: 'plat-api',
+    namespace: 'bitbucket-example-com',
+    annotations: {
+      'bitbucket.com/project-slug': 'PLAT/api',
+      'bbsync.io/bitbucket-server': 'bitbucket.example.com',
+      'backstage.io/source-location':
+        'url:https://bitbucket.example.com/projects/PLAT/repos/api/browse/',
+    },
+  },
+  spec: { type: 'service', lifecycle: 'production', owner: 'team-a' },
+};
+
 /** An API whose every call fails unless a test gives it an answer. */
 export function fakeApi(overrides: Partial<BbsyncApi> = {}): BbsyncApi {
   const missing = (name: string) => () =>
@@ -32,10 +49,16 @@ export function fakeApi(overrides: Partial<BbsyncApi> = {}): BbsyncApi {
 /** A promise that never settles: the loading state. */
 export const pending = <T,>() => new Promise<T>(() => {});
 
-export function Wrapper(props: { api: BbsyncApi; children: ReactNode }) {
+export function Wrapper(props: {
+  api: BbsyncApi;
+  children: ReactNode;
+  entity?: Entity;
+}) {
   return (
     <TestApiProvider apis={[[bbsyncApiRef, props.api]]}>
-      <EntityProvider entity={entity}>{props.children}</EntityProvider>
+      <EntityProvider entity={props.entity ?? entity}>
+        {props.children}
+      </EntityProvider>
     </TestApiProvider>
   );
 }

@@ -1,7 +1,12 @@
 import { renderInTestApp } from '@backstage/test-utils';
 import { screen } from '@testing-library/react';
 import { HealthCard } from './HealthCard';
-import { fakeApi, pending, Wrapper } from '../__testUtils__/testApi';
+import {
+  dataCenterEntity,
+  fakeApi,
+  pending,
+  Wrapper,
+} from '../__testUtils__/testApi';
 
 const health = {
   repository: 'ws/repo',
@@ -120,5 +125,54 @@ describe('HealthCard', () => {
     expect(
       screen.getByText(/Success rate 75 % over 4 runs/),
     ).toBeInTheDocument();
+  });
+
+  it('shows a Data Center repository: build statuses, pull requests, no Pipelines', async () => {
+    const getHealth = jest.fn(async () => ({
+      repository: 'bitbucket.example.com/PLAT/api',
+      default_branch: 'master',
+      open_pull_requests: 1,
+      builds_on_head: [
+        { key: 'jenkins-42', state: 'FAILED', name: 'Jenkins #42' },
+      ],
+      last_build: { key: 'jenkins-42', name: 'Jenkins #42', result: 'FAILED' },
+      pipeline_runs: 0,
+      pipeline_success_rate: null,
+    }));
+    const getPullRequests = jest.fn(async () => ({
+      items: [{ id: 5, title: 'Tidy', state: 'OPEN' as const, author: 'Lin' }],
+    }));
+    // getPipelines is not given: asking for it would fail the card.
+    await renderInTestApp(
+      <Wrapper
+        entity={dataCenterEntity}
+        api={fakeApi({ getHealth, getPullRequests })}
+      >
+        <HealthCard />
+      </Wrapper>,
+    );
+    expect(await screen.findByText('FAILED')).toBeInTheDocument();
+    expect(
+      screen.getByText('bitbucket.example.com/PLAT/api'),
+    ).toBeInTheDocument();
+    expect(
+      screen.getByText(/Data Center has no Pipelines/),
+    ).toBeInTheDocument();
+    expect(screen.getByText(/Last build: Jenkins #42/)).toBeInTheDocument();
+    expect(screen.queryByText('Last pipelines')).not.toBeInTheDocument();
+    expect(screen.getByText('#5 Tidy').closest('a')).toHaveAttribute(
+      'href',
+      'https://bitbucket.example.com/projects/PLAT/repos/api/pull-requests/5',
+    );
+    const repo = {
+      workspace: 'bitbucket.example.com/PLAT',
+      slug: 'api',
+      server: 'bitbucket.example.com',
+    };
+    expect(getHealth).toHaveBeenCalledWith(repo);
+    expect(getPullRequests).toHaveBeenCalledWith(repo, {
+      states: ['OPEN'],
+      limit: 5,
+    });
   });
 });

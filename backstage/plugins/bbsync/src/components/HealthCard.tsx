@@ -9,6 +9,7 @@ import {
   StatusPending,
 } from '@backstage/core-components';
 import { useApi } from '@backstage/core-plugin-api';
+import { BBSYNC_NO_DATA_CENTER_PIPELINES } from '@bbsync/plugin-bbsync-common';
 import Box from '@material-ui/core/Box';
 import List from '@material-ui/core/List';
 import ListItem from '@material-ui/core/ListItem';
@@ -19,6 +20,7 @@ import { bbsyncApiRef } from '../api';
 import { RunState } from './RunState';
 import {
   age,
+  isDataCenter,
   secondsSince,
   useRepository,
   useRepositoryWebUrl,
@@ -37,15 +39,17 @@ export function HealthCard() {
   const repo = useRepository();
   const web = useRepositoryWebUrl();
   const api = useApi(bbsyncApiRef);
+  const dataCenter = repo ? isDataCenter(repo) : false;
   const { value, loading, error } = useAsync(async () => {
     if (!repo) return undefined;
     const [health, pipelines, pulls] = await Promise.all([
       api.getHealth(repo),
-      api.getPipelines(repo, { limit: 5 }),
+      // Data Center has no Pipelines: its builds are the statuses on head.
+      dataCenter ? { items: [] } : api.getPipelines(repo, { limit: 5 }),
       api.getPullRequests(repo, { states: ['OPEN'], limit: 5 }),
     ]);
     return { health, pipelines: pipelines.items, pulls: pulls.items };
-  }, [api, repo?.workspace, repo?.slug]);
+  }, [api, repo?.workspace, repo?.slug, dataCenter]);
 
   if (!repo) {
     return (
@@ -88,34 +92,50 @@ export function HealthCard() {
           ))}
         </List>
       )}
-      <Box mt={2}>
-        <Typography variant="subtitle2">Last pipelines</Typography>
-        {pipelines.length === 0 ? (
-          <Typography variant="body2">No pipelines yet.</Typography>
-        ) : (
-          <List dense>
-            {pipelines.map(p => (
-              <ListItem key={p.uuid}>
-                <ListItemText
-                  primary={
-                    <Link to={`${web}/pipelines/results/${p.build_number}`}>
-                      #{p.build_number} {p.ref_name ?? ''}
-                    </Link>
-                  }
-                  secondary={<RunState pipeline={p} />}
-                />
-              </ListItem>
-            ))}
-          </List>
-        )}
-        {health.pipeline_success_rate !== null &&
-          health.pipeline_success_rate !== undefined && (
+      {dataCenter ? (
+        <Box mt={2}>
+          <Typography variant="subtitle2">Pipelines</Typography>
+          <Typography variant="body2">
+            {BBSYNC_NO_DATA_CENTER_PIPELINES}: the builds above are the statuses
+            its CI servers report.
+          </Typography>
+          {health.last_build && (
             <Typography variant="body2">
-              Success rate {Math.round(health.pipeline_success_rate * 100)} %
-              over {health.pipeline_runs} runs
+              Last build: {health.last_build.name ?? health.last_build.key}{' '}
+              {health.last_build.result ?? ''}
             </Typography>
           )}
-      </Box>
+        </Box>
+      ) : (
+        <Box mt={2}>
+          <Typography variant="subtitle2">Last pipelines</Typography>
+          {pipelines.length === 0 ? (
+            <Typography variant="body2">No pipelines yet.</Typography>
+          ) : (
+            <List dense>
+              {pipelines.map(p => (
+                <ListItem key={p.uuid}>
+                  <ListItemText
+                    primary={
+                      <Link to={`${web}/pipelines/results/${p.build_number}`}>
+                        #{p.build_number} {p.ref_name ?? ''}
+                      </Link>
+                    }
+                    secondary={<RunState pipeline={p} />}
+                  />
+                </ListItem>
+              ))}
+            </List>
+          )}
+          {health.pipeline_success_rate !== null &&
+            health.pipeline_success_rate !== undefined && (
+              <Typography variant="body2">
+                Success rate {Math.round(health.pipeline_success_rate * 100)} %
+                over {health.pipeline_runs} runs
+              </Typography>
+            )}
+        </Box>
+      )}
       <Box mt={2}>
         <Typography variant="subtitle2">
           Open pull requests ({health.open_pull_requests})

@@ -1,7 +1,12 @@
 import { renderInTestApp } from '@backstage/test-utils';
 import { screen } from '@testing-library/react';
 import { PipelinesContent } from './PipelinesContent';
-import { fakeApi, pending, Wrapper } from '../__testUtils__/testApi';
+import {
+  dataCenterEntity,
+  fakeApi,
+  pending,
+  Wrapper,
+} from '../__testUtils__/testApi';
 
 const reader = {
   getWriteAccess: async () => ({ canWrite: false, reason: 'no write access' }),
@@ -77,5 +82,27 @@ describe('PipelinesContent', () => {
     expect(screen.getByText('COMPLETED · SUCCESSFUL')).toBeInTheDocument();
     expect(screen.getByText('PUSH')).toBeInTheDocument();
     expect(screen.getByText('2 min')).toBeInTheDocument();
+  });
+
+  it('explains that Data Center has no Pipelines, with no Run pipeline', async () => {
+    const getPipelines = jest.fn(() => pending<{ items: [] }>());
+    const getWriteAccess = jest.fn(() => pending<{ canWrite: boolean }>());
+    await renderInTestApp(
+      <Wrapper
+        entity={dataCenterEntity}
+        api={fakeApi({ getPipelines, getWriteAccess })}
+      >
+        <PipelinesContent />
+      </Wrapper>,
+    );
+    expect(
+      await screen.findByText('Data Center has no Pipelines'),
+    ).toBeInTheDocument();
+    expect(screen.getByText(/CI servers that report/)).toBeInTheDocument();
+    expect(
+      screen.queryByRole('button', { name: 'Run pipeline' }),
+    ).not.toBeInTheDocument();
+    expect(getPipelines).not.toHaveBeenCalled();
+    expect(getWriteAccess).not.toHaveBeenCalled();
   });
 });

@@ -1,21 +1,47 @@
 import {
+  EmptyState,
   Link,
   ResponseErrorPanel,
   Table,
   TableColumn,
 } from '@backstage/core-components';
 import { useApi } from '@backstage/core-plugin-api';
-import { BbsyncPipeline } from '@bbsync/plugin-bbsync-common';
+import {
+  BBSYNC_NO_DATA_CENTER_PIPELINES,
+  BbsyncPipeline,
+} from '@bbsync/plugin-bbsync-common';
 import Box from '@material-ui/core/Box';
 import Typography from '@material-ui/core/Typography';
 import useAsync from 'react-use/esm/useAsync';
 import { bbsyncApiRef } from '../api';
 import { RunPipelineButton } from './RunPipelineButton';
 import { RunState } from './RunState';
-import { age, useRepository, useRepositoryWebUrl } from './useRepository';
+import {
+  age,
+  isDataCenter,
+  useRepository,
+  useRepositoryWebUrl,
+} from './useRepository';
 
-/** The repository's recent pipelines, with Run pipeline above them. */
+/**
+ * The repository's recent pipelines, with Run pipeline above them; for a
+ * Data Center repository, which has none, an empty state that says so.
+ */
 export function PipelinesContent() {
+  const repo = useRepository();
+  if (repo && isDataCenter(repo)) {
+    return (
+      <EmptyState
+        missing="info"
+        title={BBSYNC_NO_DATA_CENTER_PIPELINES}
+        description="This repository is on Bitbucket Data Center: its builds run in the CI servers that report their statuses to it, shown on the Bitbucket card."
+      />
+    );
+  }
+  return <CloudPipelinesContent />;
+}
+
+function CloudPipelinesContent() {
   const repo = useRepository();
   const web = useRepositoryWebUrl();
   const api = useApi(bbsyncApiRef);

@@ -1,7 +1,12 @@
 import { renderInTestApp } from '@backstage/test-utils';
 import { screen } from '@testing-library/react';
 import { PullRequestsContent } from './PullRequestsContent';
-import { fakeApi, pending, Wrapper } from '../__testUtils__/testApi';
+import {
+  dataCenterEntity,
+  fakeApi,
+  pending,
+  Wrapper,
+} from '../__testUtils__/testApi';
 
 describe('PullRequestsContent', () => {
   it('shows progress while loading', async () => {
@@ -75,6 +80,43 @@ describe('PullRequestsContent', () => {
     expect(screen.getByText('3 d')).toBeInTheDocument();
     expect(getPullRequests).toHaveBeenCalledWith(
       { workspace: 'ws', slug: 'repo' },
+      { states: ['OPEN'] },
+    );
+  });
+
+  it("lists a Data Center repository's pull requests, linked on its server", async () => {
+    const getPullRequests = jest.fn(async () => ({
+      items: [{ id: 4, title: 'Port to DC', state: 'OPEN' as const }],
+    }));
+    await renderInTestApp(
+      <Wrapper
+        entity={{
+          ...dataCenterEntity,
+          metadata: {
+            ...dataCenterEntity.metadata,
+            annotations: {
+              'bitbucket.com/project-slug': 'PLAT/api',
+              'bbsync.io/bitbucket-server': 'git.internal:7990',
+              'backstage.io/source-location':
+                'url:http://git.internal:7990/bitbucket/projects/PLAT/repos/api/browse/svc/',
+            },
+          },
+        }}
+        api={fakeApi({ getPullRequests })}
+      >
+        <PullRequestsContent />
+      </Wrapper>,
+    );
+    expect(await screen.findByText('#4 Port to DC')).toHaveAttribute(
+      'href',
+      'http://git.internal:7990/bitbucket/projects/PLAT/repos/api/pull-requests/4',
+    );
+    expect(getPullRequests).toHaveBeenCalledWith(
+      {
+        workspace: 'git.internal:7990/PLAT',
+        slug: 'api',
+        server: 'git.internal:7990',
+      },
       { states: ['OPEN'] },
     );
   });

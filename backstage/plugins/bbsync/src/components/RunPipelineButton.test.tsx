@@ -101,4 +101,21 @@ describe('RunPipelineButton', () => {
       'user token refused',
     );
   });
+
+  it('is disabled for a Data Center repository without asking bbsync', async () => {
+    const getWriteAccess = jest.fn(async () => ({ canWrite: true }));
+    await renderInTestApp(
+      <Wrapper api={fakeApi({ getRepository: repository, getWriteAccess })}>
+        <RunPipelineButton
+          repository={{ workspace: 'bitbucket.example.com/PLAT', slug: 'api' }}
+        />
+      </Wrapper>,
+    );
+    const button = await screen.findByRole('button', { name: 'Run pipeline' });
+    expect(button).toBeDisabled();
+    expect(
+      screen.getByTitle('Data Center has no Pipelines'),
+    ).toBeInTheDocument();
+    expect(getWriteAccess).not.toHaveBeenCalled();
+  });
 });

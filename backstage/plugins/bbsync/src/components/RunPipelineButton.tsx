@@ -1,6 +1,9 @@
 import { Link, Progress } from '@backstage/core-components';
 import { useApi } from '@backstage/core-plugin-api';
-import { BbsyncPipelineRun } from '@bbsync/plugin-bbsync-common';
+import {
+  BBSYNC_NO_DATA_CENTER_PIPELINES,
+  BbsyncPipelineRun,
+} from '@bbsync/plugin-bbsync-common';
 import Button from '@material-ui/core/Button';
 import Dialog from '@material-ui/core/Dialog';
 import DialogActions from '@material-ui/core/DialogActions';
@@ -12,6 +15,19 @@ import Typography from '@material-ui/core/Typography';
 import { useState } from 'react';
 import useAsync from 'react-use/esm/useAsync';
 import { bbsyncApiRef, BbsyncRepositoryRef } from '../api';
+import { isDataCenter } from './useRepository';
+
+function DisabledButton({ reason }: { reason: string }) {
+  return (
+    <Tooltip title={reason}>
+      <span>
+        <Button variant="contained" color="primary" disabled>
+          Run pipeline
+        </Button>
+      </span>
+    </Tooltip>
+  );
+}
 
 /** @public */
 export interface RunPipelineButtonProps {
@@ -23,11 +39,18 @@ export interface RunPipelineButtonProps {
  * Runs a Bitbucket pipeline as the signed-in user: a dialog with the branch
  * (the default branch preselected) and an optional custom selector. Disabled,
  * with the reason, when bbsync's mirrored permissions give the user no write
- * access.
+ * access, and for a Data Center repository (Data Center has no Pipelines).
  *
  * @public
  */
 export function RunPipelineButton({ repository }: RunPipelineButtonProps) {
+  if (isDataCenter(repository)) {
+    return <DisabledButton reason={BBSYNC_NO_DATA_CENTER_PIPELINES} />;
+  }
+  return <CloudRunPipelineButton repository={repository} />;
+}
+
+function CloudRunPipelineButton({ repository }: RunPipelineButtonProps) {
   const api = useApi(bbsyncApiRef);
   const [open, setOpen] = useState(false);
   const [branch, setBranch] = useState<string>();
@@ -51,15 +74,7 @@ export function RunPipelineButton({ repository }: RunPipelineButtonProps) {
     ? `Cannot tell your access: ${error.message}`
     : (value?.access.reason ?? 'You cannot run pipelines here');
   if (error || !value?.access.canWrite) {
-    return (
-      <Tooltip title={reason}>
-        <span>
-          <Button variant="contained" color="primary" disabled>
-            Run pipeline
-          </Button>
-        </span>
-      </Tooltip>
-    );
+    return <DisabledButton reason={reason} />;
   }
 
   const chosenBranch = branch ?? value.defaultBranch;
