@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import MetaData, Table, insert, select
 
 from app.bitbucket.errors import BitbucketUnavailable, RetryLater
 from app.db import make_engine, make_session_factory, session_scope
@@ -269,7 +269,7 @@ def test_the_upgrade_removes_what_older_versions_took_from_descriptors(database_
     sessions = make_session_factory(engine)
     checked = datetime(2026, 11, 1, tzinfo=UTC)
 
-    def entity(ref: str, repo: Repository, annotations: dict[str, str]) -> CatalogEntity:
+    def entity(ref: str, repo_id: int, annotations: dict[str, str]) -> CatalogEntity:
         kind, name = ref.split(":default/")
         return CatalogEntity(
             entity_ref=ref,
@@ -282,26 +282,35 @@ def test_the_upgrade_removes_what_older_versions_took_from_descriptors(database_
             content_hash="x",
             source="descriptor",
             workspace="acme",
-            repository_id=repo.id,
+            repository_id=repo_id,
         )
 
+    # Repositories as the schema at 0009 has them (the model has columns added since).
+    old_repositories = Table("repositories", MetaData(), autoload_with=engine)
     with session_scope(sessions) as session:
         ws = Workspace(uuid="{w}", slug="acme")
         session.add(ws)
         session.flush()
         repos = [
-            Repository(
-                uuid=f"{{r{n}}}",
-                workspace_id=ws.id,
-                slug=f"r{n}",
-                full_name=f"acme/r{n}",
-                catalog_checked_on=checked,
-                catalog_checked_head="abc",
-            )
+            session.execute(
+                insert(old_repositories)
+                .values(
+                    uuid=f"{{r{n}}}",
+                    workspace_id=ws.id,
+                    slug=f"r{n}",
+                    full_name=f"acme/r{n}",
+                    name="",
+                    description="",
+                    is_private=True,
+                    language="",
+                    synced_at=checked,
+                    catalog_checked_on=checked,
+                    catalog_checked_head="abc",
+                )
+                .returning(old_repositories.c.id)
+            ).scalar_one()
             for n in range(4)
         ]
-        session.add_all(repos)
-        session.flush()
         own = {"bitbucket.org/workspace": "acme", "bitbucket.com/project-slug": "acme/r{}"}
         session.add_all(
             [
