@@ -32,7 +32,6 @@ from app.bitbucket.datacenter import DataCenterClient
 from app.bitbucket.errors import (
     BitbucketError,
     BitbucketRequestError,
-    BitbucketUnavailable,
     RetryLater,
 )
 from app.catalog.datacenter_entities import DataCenterEntityBuilder
@@ -41,7 +40,7 @@ from app.config import Settings
 from app.datacenter_settings import DataCenterSettings
 from app.models import CatalogFile, Project, Repository, SyncRun, Workspace
 from app.sync.catalog.changed import ChangedRepositories
-from app.sync.catalog.files import UNAVAILABLE_STREAK, CatalogFiles, FileUnavailable
+from app.sync.catalog.files import CatalogFiles
 from app.sync.catalog.phase import CatalogProgress, CatalogSync
 from app.sync.catalog.search import is_glob
 from app.sync.liveness import SyncBusy
@@ -250,28 +249,17 @@ class DataCenterFiles(CatalogFiles):
         path: str,
         record: CatalogFile | None,
     ) -> RawFile | None:
-        """One catalog file at the head we checked (None when absent or the repository is
-        empty); writes nothing but the report of a file not served."""
+        """As Cloud's, but None without asking when the repository is empty."""
         if not repo.head_commit and not repo.default_branch:
             return None
+        return super().fetch(ws, repo, view, path, record)
+
+    def _read(
+        self, ws: Workspace, repo: Repository, view: RepositoryView, path: str, etag: str | None
+    ) -> RawFile | None:
+        """The file at the head that was checked (Data Center's raw endpoint with `at=`)."""
         at = repo.head_commit or f"refs/heads/{repo.default_branch}"
-        usable = record is not None and record.deleted_at is None and record.content is not None
-        try:
-            raw = self.dc.file(
-                _project_key(self.session, repo),
-                repo.slug,
-                path,
-                at=at,
-                etag=record.etag if usable and record else None,
-            )
-        except BitbucketUnavailable as exc:
-            self._unavailable_streak += 1
-            if self._unavailable_streak >= UNAVAILABLE_STREAK:
-                raise
-            self._report_unavailable(repo, path, record, exc)
-            raise FileUnavailable(str(exc), endpoint=exc.endpoint, status=exc.status) from None
-        self._unavailable_streak = 0
-        return raw
+        return self.dc.file(_project_key(self.session, repo), repo.slug, path, at=at, etag=etag)
 
 
 class DataCenterCatalogSync(CatalogSync):

@@ -79,10 +79,7 @@ class CatalogFiles:
         report of a file not served (`FileUnavailable`)."""
         usable = record is not None and record.deleted_at is None and record.content is not None
         try:
-            raw = self.client.get_file(
-                file_path(ws.slug, repo.slug, view.default_branch, path),
-                etag=record.etag if usable and record else None,
-            )
+            raw = self._read(ws, repo, view, path, record.etag if usable and record else None)
         except BitbucketUnavailable as exc:
             self._unavailable_streak += 1
             if self._unavailable_streak >= UNAVAILABLE_STREAK:
@@ -91,6 +88,14 @@ class CatalogFiles:
             raise FileUnavailable(str(exc), endpoint=exc.endpoint, status=exc.status) from None
         self._unavailable_streak = 0
         return raw
+
+    def _read(
+        self, ws: Workspace, repo: Repository, view: RepositoryView, path: str, etag: str | None
+    ) -> RawFile | None:
+        """The file's bytes from Bitbucket (a 304 when `etag` still holds; None if absent)."""
+        return self.client.get_file(
+            file_path(ws.slug, repo.slug, view.default_branch, path), etag=etag
+        )
 
     def _report_unavailable(
         self, repo: Repository, path: str, record: CatalogFile | None, exc: BitbucketUnavailable
